@@ -1,0 +1,1077 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* SQLite backend of the store: one database file shared by the daemons of one host. This file
+ * owns the schema and its migrations, the connection settings, the prepared-statement cache
+ * and the mapping of each store op (store_int.h) onto SQL. Argument checks, wall-clock reads
+ * and freeing results belong to store.c.
+ *
+ * Schema. All collections share one `documents` table with a `coll` column rather than one
+ * table per collection: the collections have identical shape (key, blob, version, three
+ * index slots, expiry), so one table means one set of statements and indexes, and adding a
+ * collection is an enum entry, not a migration. Every index leads with coll, so a lookup in
+ * one collection never scans another. Index slots are columns idx0..idx2, each with a partial
+ * index on (coll, idxN, key) that serves "equal value, ordered by key, after key" paging.
+ * Counters have their own table; the outbox has its own table with an INTEGER id.
+ *
+ * Invariants:
+ *   1. Every write runs inside BEGIN IMMEDIATE, so it takes the write lock before reading
+ *      and never fails half-way with SQLITE_BUSY_SNAPSHOT; the busy timeout then applies to
+ *      the whole operation. A writer held longer than the timeout gives ENT_EUNAVAIL.
+ *   2. Each op touches one document (or one counter, or one outbox item, except claim and
+ *      purge which are one statement each), matching what MongoDB can do atomically.
+ *   3. One connection per ent_store, guarded by `mu`: SQLite connections must not run two
+ *      statements from two threads at once, and the statement cache is per connection. So
+ *      one ent_store may be shared by threads, but they take turns; open more stores for
+ *      parallel reads.
+ *   4. A document whose expires_at_ms is set and <= now is invisible to every op; insert and
+ *      put replace it as if absent.
+ *   5. Migrations are append-only: each runs once, in its own transaction, and is recorded
+ *      in schema_version in that same transaction, so a crash or a second process opening
+ *      the file at the same time never applies one twice.
+ *
+ * Durability: journal_mode=WAL so readers never block the writer, with synchronous=FULL.
+ * With WAL, NORMAL survives a process crash but may lose the last commits on power loss or
+ * a kernel crash; the store's promise is that nothing acknowledged is ever lost (an outbox
+ * item, an SQN step that already left in a challenge, an admin change), and FULL costs one
+ * fsync of the WAL per commit, which our write rates afford. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "ent/log.h"
+#include "ent/store.h"
+#include "ent/util.h"
+#include "store_int.h"
+
+#define SQ_BUSY_TIMEOUT_DEFAULT_MS 5000
+
+/* The schema, one script per version; schema_version records which ran. Append only: never
+ * edit a script that has shipped. */
+static const char *const sq_migrations[] = {
+    /* 1: documents, counters, outbox. */
+    "CREATE TABLE documents ("
+    " coll TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " data BLOB NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " idx0 TEXT, idx1 TEXT, idx2 TEXT,"
+    " expires_at_ms INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (coll, key)) WITHOUT ROWID;"
+    "CREATE INDEX documents_idx0 ON documents (coll, idx0, key) WHERE idx0 IS NOT NULL;"
+    "CREATE INDEX documents_idx1 ON documents (coll, idx1, key) WHERE idx1 IS NOT NULL;"
+    "CREATE INDEX documents_idx2 ON documents (coll, idx2, key) WHERE idx2 IS NOT NULL;"
+    "CREATE INDEX documents_expiry ON documents (coll, expires_at_ms)"
+    " WHERE expires_at_ms != 0;"
+    "CREATE TABLE counters ("
+    " name TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " value INTEGER NOT NULL,"
+    " PRIMARY KEY (name, key)) WITHOUT ROWID;"
+    /* state: 0 pending, 1 dead. lease_until_ms 0 = unleased. lease_token counts claims. */
+    "CREATE TABLE outbox ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " coalesce_key TEXT,"
+    " payload BLOB NOT NULL,"
+    " due_ms INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " state INTEGER NOT NULL DEFAULT 0,"
+    " lease_owner TEXT,"
+    " lease_token INTEGER NOT NULL DEFAULT 0,"
+    " lease_until_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX outbox_due ON outbox (state, due_ms, id);"
+    "CREATE INDEX outbox_coalesce ON outbox (coalesce_key, id)"
+    " WHERE coalesce_key IS NOT NULL AND state = 0 AND lease_until_ms = 0;",
+};
+
+/* "Live" = not expired at ?now. Spelled out in each statement so the planner sees it. */
+#define SQ_DOC_COLS      "key, data, version, idx0, idx1, idx2, expires_at_ms"
+#define SQ_LIVE(now)     "(expires_at_ms = 0 OR expires_at_ms > " now ")"
+#define SQ_DEAD_OLD(now) "(documents.expires_at_ms != 0 AND documents.expires_at_ms <= " now ")"
+
+enum sq_stmt {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_PING,
+    ST_DOC_GET,
+    ST_DOC_INSERT,
+    ST_DOC_PUT,
+    ST_DOC_UPDATE,
+    ST_DOC_VERSION,
+    ST_DOC_DELETE,
+    ST_DOC_PURGE,
+    ST_Q_ALL,
+    ST_Q_PREFIX,
+    ST_Q_IDX0,
+    ST_Q_IDX1,
+    ST_Q_IDX2,
+    ST_CTR_INCR,
+    ST_CTR_GET,
+    ST_CTR_SET_MIN,
+    ST_OB_COALESCE,
+    ST_OB_INSERT,
+    ST_OB_CLAIM,
+    ST_OB_ACK,
+    ST_OB_RETRY,
+    ST_OB_EXISTS,
+    ST_OB_STATS,
+    ST_COUNT_
+};
+
+/* SQL reads better laid out by clause than as the formatter would wrap it. */
+/* clang-format off */
+/* Documents bind ?1 coll, ?2 key, ?3 data, ?4..?6 idx0..2, ?7 expires_at_ms, ?8 now. */
+static const char *const sq_sql[ST_COUNT_] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_PING] = "SELECT 1",
+    [ST_DOC_GET] = "SELECT " SQ_DOC_COLS " FROM documents"
+                   " WHERE coll = ?1 AND key = ?2 AND " SQ_LIVE("?8"),
+    [ST_DOC_INSERT] =
+        "INSERT INTO documents (coll, key, data, version, idx0, idx1, idx2, expires_at_ms)"
+        " VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)"
+        " ON CONFLICT (coll, key) DO UPDATE SET data = excluded.data, version = 1,"
+        " idx0 = excluded.idx0, idx1 = excluded.idx1, idx2 = excluded.idx2,"
+        " expires_at_ms = excluded.expires_at_ms WHERE " SQ_DEAD_OLD("?8") " RETURNING version",
+    [ST_DOC_PUT] =
+        "INSERT INTO documents (coll, key, data, version, idx0, idx1, idx2, expires_at_ms)"
+        " VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)"
+        " ON CONFLICT (coll, key) DO UPDATE SET data = excluded.data,"
+        " version = CASE WHEN " SQ_DEAD_OLD("?8") " THEN 1 ELSE documents.version + 1 END,"
+        " idx0 = excluded.idx0, idx1 = excluded.idx1, idx2 = excluded.idx2,"
+        " expires_at_ms = excluded.expires_at_ms RETURNING version",
+    [ST_DOC_UPDATE] =
+        "UPDATE documents SET data = ?3, version = version + 1, idx0 = ?4,"
+        " idx1 = ?5, idx2 = ?6, expires_at_ms = ?7"
+        " WHERE coll = ?1 AND key = ?2 AND version = ?9 AND " SQ_LIVE("?8") " RETURNING version",
+    [ST_DOC_VERSION] = "SELECT version FROM documents"
+                       " WHERE coll = ?1 AND key = ?2 AND " SQ_LIVE("?3"),
+    [ST_DOC_DELETE] = "DELETE FROM documents WHERE coll = ?1 AND key = ?2"
+                      " AND (?3 = 0 OR version = ?3) AND " SQ_LIVE("?4") " RETURNING version",
+    [ST_DOC_PURGE] = "DELETE FROM documents"
+                     " WHERE coll = ?1 AND expires_at_ms != 0 AND expires_at_ms <= ?2",
+    /* Queries bind ?1 coll, ?2 after key ('' = from the start; keys are never empty),
+     * ?3 now, ?4 limit, ?5 value, ?6 prefix upper bound (NULL = none). */
+    [ST_Q_ALL] = "SELECT " SQ_DOC_COLS " FROM documents WHERE coll = ?1 AND key > ?2"
+                 " AND " SQ_LIVE("?3") " ORDER BY key LIMIT ?4",
+    [ST_Q_PREFIX] = "SELECT " SQ_DOC_COLS " FROM documents WHERE coll = ?1 AND key > ?2"
+                    " AND key >= ?5 AND (?6 IS NULL OR key < ?6)"
+                    " AND " SQ_LIVE("?3") " ORDER BY key LIMIT ?4",
+    [ST_Q_IDX0] = "SELECT " SQ_DOC_COLS " FROM documents WHERE coll = ?1 AND idx0 = ?5"
+                  " AND key > ?2 AND " SQ_LIVE("?3") " ORDER BY key LIMIT ?4",
+    [ST_Q_IDX1] = "SELECT " SQ_DOC_COLS " FROM documents WHERE coll = ?1 AND idx1 = ?5"
+                  " AND key > ?2 AND " SQ_LIVE("?3") " ORDER BY key LIMIT ?4",
+    [ST_Q_IDX2] = "SELECT " SQ_DOC_COLS " FROM documents WHERE coll = ?1 AND idx2 = ?5"
+                  " AND key > ?2 AND " SQ_LIVE("?3") " ORDER BY key LIMIT ?4",
+    /* ?3 delta, ?4 the bound value must respect so value + delta stays in int64 (SQLite
+     * would silently turn an overflowing sum into a REAL). No row back = overflow. */
+    [ST_CTR_INCR] = "INSERT INTO counters (name, key, value) VALUES (?1, ?2, ?3)"
+                    " ON CONFLICT (name, key) DO UPDATE SET value = value + excluded.value"
+                    " WHERE CASE WHEN ?3 >= 0 THEN value <= ?4 ELSE value >= ?4 END"
+                    " RETURNING value",
+    [ST_CTR_GET] = "SELECT value FROM counters WHERE name = ?1 AND key = ?2",
+    [ST_CTR_SET_MIN] = "INSERT INTO counters (name, key, value) VALUES (?1, ?2, ?3)"
+                       " ON CONFLICT (name, key) DO UPDATE SET"
+                       " value = max(value, excluded.value) RETURNING value",
+    [ST_OB_COALESCE] = "UPDATE outbox SET payload = ?2, due_ms = min(due_ms, ?3)"
+                       " WHERE id = (SELECT id FROM outbox WHERE coalesce_key = ?1"
+                       " AND state = 0 AND lease_until_ms = 0 ORDER BY id LIMIT 1)"
+                       " RETURNING id",
+    [ST_OB_INSERT] = "INSERT INTO outbox (coalesce_key, payload, due_ms, created_ms)"
+                     " VALUES (?1, ?2, ?3, ?4) RETURNING id",
+    [ST_OB_CLAIM] = "UPDATE outbox SET lease_owner = ?1, lease_until_ms = ?2 + ?3,"
+                    " lease_token = lease_token + 1, attempts = attempts + 1"
+                    " WHERE id IN (SELECT id FROM outbox WHERE state = 0 AND due_ms <= ?2"
+                    " AND lease_until_ms <= ?2 ORDER BY due_ms, id LIMIT ?4)"
+                    " RETURNING id, coalesce_key, payload, attempts, lease_token, due_ms,"
+                    " created_ms",
+    [ST_OB_ACK] = "DELETE FROM outbox WHERE id = ?1 AND lease_token = ?2 AND state = 0"
+                  " AND lease_until_ms != 0",
+    [ST_OB_RETRY] = "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0, due_ms = ?3,"
+                    " state = CASE WHEN attempts >= ?4 THEN 1 ELSE 0 END"
+                    " WHERE id = ?1 AND lease_token = ?2 AND state = 0 AND lease_until_ms != 0"
+                    " RETURNING state",
+    [ST_OB_EXISTS] = "SELECT 1 FROM outbox WHERE id = ?1",
+    [ST_OB_STATS] = "SELECT count(*) FILTER (WHERE state = 0), count(*) FILTER (WHERE state = 1),"
+                    " min(created_ms) FILTER (WHERE state = 0) FROM outbox",
+};
+/* clang-format on */
+
+struct sq_store {
+    struct ent_store base;
+    pthread_mutex_t mu;
+    sqlite3 *db;
+    sqlite3_stmt *stmts[ST_COUNT_];
+};
+
+static struct sq_store *sq_of(struct ent_store *s)
+{
+    return ENT_CONTAINER_OF(s, struct sq_store, base);
+}
+
+/* Converts an SQLite result code once. Busy/locked means another writer held the file past
+ * the busy timeout: transient, the caller may retry. Anything else is logged here, because
+ * only here is the SQLite message known; it never contains bound values. */
+static ent_err sq_fail(struct sq_store *q, int r, const char *op)
+{
+    int primary = r & 0xff;
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+        return ENT_EUNAVAIL;
+    if (primary == SQLITE_NOMEM)
+        return ENT_ENOMEM;
+    ENT_LOG_ERROR(NULL, "store.error", ENT_KV_STR("backend", "sqlite"), ENT_KV_STR("op", op),
+                  ENT_KV_I64("code", r), ENT_KV_STR("error", sqlite3_errmsg(q->db)));
+    return ENT_ESTORE;
+}
+
+/* Returns the cached statement, preparing it on first use. Caller holds q->mu. */
+static ent_err sq_stmt(struct sq_store *q, enum sq_stmt id, sqlite3_stmt **out)
+{
+    if (q->stmts[id] == NULL) {
+        sqlite3_stmt *st = NULL;
+        int r = sqlite3_prepare_v3(q->db, sq_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (r != SQLITE_OK) {
+            sqlite3_finalize(st);
+            return sq_fail(q, r, "prepare");
+        }
+        q->stmts[id] = st;
+    }
+    *out = q->stmts[id];
+    return ENT_OK;
+}
+
+static void sq_done(sqlite3_stmt *st)
+{
+    if (st != NULL) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+/* Runs a statement that returns no rows of interest (BEGIN, COMMIT, DELETE ...). */
+static ent_err sq_exec_cached(struct sq_store *q, enum sq_stmt id, const char *op)
+{
+    sqlite3_stmt *st = NULL;
+    ent_err rc = sq_stmt(q, id, &st);
+    if (rc != ENT_OK)
+        return rc;
+    int r = sqlite3_step(st);
+    if (r != SQLITE_DONE && r != SQLITE_ROW)
+        rc = sq_fail(q, r, op);
+    sq_done(st);
+    return rc;
+}
+
+/* Starts a write: takes the mutex, then the database write lock (invariant 1). On failure
+ * the mutex is released again. */
+static ent_err sq_write_begin(struct sq_store *q)
+{
+    pthread_mutex_lock(&q->mu);
+    ent_err rc = sq_exec_cached(q, ST_BEGIN, "begin");
+    if (rc != ENT_OK)
+        pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* Ends a write begun by sq_write_begin(): commits when rc is ENT_OK, otherwise rolls back
+ * (a failed compare-and-set changed nothing anyway). Returns the final result. */
+static ent_err sq_write_end(struct sq_store *q, ent_err rc)
+{
+    if (rc == ENT_OK)
+        rc = sq_exec_cached(q, ST_COMMIT, "commit");
+    if (rc != ENT_OK && !sqlite3_get_autocommit(q->db))
+        (void)sq_exec_cached(q, ST_ROLLBACK, "rollback");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+static void sq_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    /* SQLITE_STATIC: every statement is reset before the caller's strings go away. */
+    sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+static void sq_bind_blob(sqlite3_stmt *st, int i, const void *p, size_t len)
+{
+    /* A NULL pointer would bind SQL NULL; an empty blob is still a blob. */
+    if (len == 0)
+        sqlite3_bind_zeroblob(st, i, 0);
+    else
+        sqlite3_bind_blob(st, i, p, (int)len, SQLITE_STATIC);
+}
+
+static void sq_bind_doc(sqlite3_stmt *st, enum ent_store_coll c, const struct ent_store_doc *doc,
+                        int64_t now_ms)
+{
+    sq_bind_text(st, 1, ent_store_coll_name(c));
+    sq_bind_text(st, 2, doc->key);
+    sq_bind_blob(st, 3, doc->data, doc->len);
+    for (int i = 0; i < ENT_STORE_INDEXES; i++)
+        sq_bind_text(st, 4 + i, doc->index[i]);
+    sqlite3_bind_int64(st, 7, doc->expires_at_ms);
+    sqlite3_bind_int64(st, 8, now_ms);
+}
+
+static ent_err sq_col_text(sqlite3_stmt *st, int col, char **out)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    if (t == NULL) {
+        *out = NULL;
+        return sqlite3_column_type(st, col) == SQLITE_NULL ? ENT_OK : ENT_ENOMEM;
+    }
+    *out = ent_store_strdup_((const char *)t);
+    return *out != NULL ? ENT_OK : ENT_ENOMEM;
+}
+
+static ent_err sq_col_blob(sqlite3_stmt *st, int col, uint8_t **out, size_t *len)
+{
+    const void *p = sqlite3_column_blob(st, col);
+    int n = sqlite3_column_bytes(st, col);
+    *out = ent_store_memdup_(p, (size_t)n);
+    *len = (size_t)n;
+    return *out != NULL ? ENT_OK : ENT_ENOMEM;
+}
+
+/* Reads a row of SQ_DOC_COLS into *d (zeroed first; freed again on failure). */
+static ent_err sq_row_doc(sqlite3_stmt *st, struct ent_store_doc *d)
+{
+    memset(d, 0, sizeof(*d));
+    ent_err rc = sq_col_text(st, 0, &d->key);
+    if (rc == ENT_OK)
+        rc = sq_col_blob(st, 1, &d->data, &d->len);
+    for (int i = 0; rc == ENT_OK && i < ENT_STORE_INDEXES; i++)
+        rc = sq_col_text(st, 3 + i, &d->index[i]);
+    if (rc != ENT_OK) {
+        ent_store_doc_free(d);
+        return rc;
+    }
+    d->version = (uint64_t)sqlite3_column_int64(st, 2);
+    d->expires_at_ms = sqlite3_column_int64(st, 6);
+    return ENT_OK;
+}
+
+/* ---- open, migrations, close ---------------------------------------------------------- */
+
+static ent_err sq_open_fail(struct sq_store *q, int r, const char *what, char *err, size_t err_len)
+{
+    int primary = r & 0xff;
+    if (err != NULL && err_len > 0)
+        snprintf(err, err_len, "sqlite: %s: %s", what,
+                 q->db != NULL ? sqlite3_errmsg(q->db) : sqlite3_errstr(r));
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+        return ENT_EUNAVAIL;
+    if (primary == SQLITE_NOMEM)
+        return ENT_ENOMEM;
+    return ENT_ESTORE;
+}
+
+/* Applies the migrations not yet recorded (invariant 5). Each runs in BEGIN IMMEDIATE, so
+ * two processes opening a new file at once take turns and the second sees the first's
+ * record. */
+static ent_err sq_migrate(struct sq_store *q, char *err, size_t err_len)
+{
+    int r = sqlite3_exec(q->db,
+                         "CREATE TABLE IF NOT EXISTS schema_version ("
+                         " version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+                         NULL, NULL, NULL);
+    if (r != SQLITE_OK)
+        return sq_open_fail(q, r, "schema_version", err, err_len);
+    for (size_t i = 0; i < ENT_ARRAY_LEN(sq_migrations); i++) {
+        int64_t version = (int64_t)i + 1;
+        r = sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (r != SQLITE_OK)
+            return sq_open_fail(q, r, "migration begin", err, err_len);
+        sqlite3_stmt *st = NULL;
+        r = sqlite3_prepare_v2(q->db, "SELECT 1 FROM schema_version WHERE version = ?1", -1, &st,
+                               NULL);
+        bool applied = false;
+        if (r == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, version);
+            r = sqlite3_step(st);
+            applied = r == SQLITE_ROW;
+            r = r == SQLITE_ROW || r == SQLITE_DONE ? SQLITE_OK : r;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (r == SQLITE_OK && !applied)
+            r = sqlite3_exec(q->db, sq_migrations[i], NULL, NULL, NULL);
+        if (r == SQLITE_OK && !applied) {
+            r = sqlite3_prepare_v2(q->db,
+                                   "INSERT INTO schema_version (version, applied_at_ms)"
+                                   " VALUES (?1, ?2)",
+                                   -1, &st, NULL);
+            if (r == SQLITE_OK) {
+                sqlite3_bind_int64(st, 1, version);
+                sqlite3_bind_int64(st, 2, (int64_t)ent_wall_ms());
+                r = sqlite3_step(st);
+                r = r == SQLITE_DONE ? SQLITE_OK : r;
+            }
+            sqlite3_finalize(st);
+        }
+        if (r == SQLITE_OK)
+            r = sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL);
+        if (r != SQLITE_OK) {
+            ent_err rc = sq_open_fail(q, r, "migration", err, err_len);
+            if (!sqlite3_get_autocommit(q->db))
+                sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+        if (!applied)
+            ENT_LOG_INFO(NULL, "store.migrated", ENT_KV_STR("backend", "sqlite"),
+                         ENT_KV_I64("version", version));
+    }
+    return ENT_OK;
+}
+
+static void sq_close(struct ent_store *s)
+{
+    struct sq_store *q = sq_of(s);
+    for (size_t i = 0; i < ST_COUNT_; i++)
+        sqlite3_finalize(q->stmts[i]);
+    /* All statements are finalized, so close cannot fail with SQLITE_BUSY. */
+    sqlite3_close(q->db);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+static ent_err sq_open(struct ent_store **out, const struct ent_store_cfg *cfg, char *err,
+                       size_t err_len)
+{
+    if (cfg->path == NULL || cfg->path[0] == '\0') {
+        if (err != NULL && err_len > 0)
+            snprintf(err, err_len, "sqlite: store path is not set");
+        return ENT_EINVAL;
+    }
+    uint64_t busy_ms =
+        cfg->busy_timeout_ms != 0 ? cfg->busy_timeout_ms : SQ_BUSY_TIMEOUT_DEFAULT_MS;
+    if (busy_ms > INT32_MAX)
+        busy_ms = INT32_MAX;
+
+    struct sq_store *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return ENT_ENOMEM;
+    if (pthread_mutex_init(&q->mu, NULL) != 0) {
+        free(q);
+        return ENT_ENOMEM;
+    }
+    /* NOMUTEX: q->mu already serialises every use of the connection (invariant 3). */
+    int r = sqlite3_open_v2(cfg->path, &q->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    const char *what = "open";
+    if (r == SQLITE_OK) {
+        sqlite3_extended_result_codes(q->db, 1);
+        r = sqlite3_busy_timeout(q->db, (int)busy_ms);
+    }
+    if (r == SQLITE_OK) {
+        /* journal_mode answers with the mode now in force; anything but "wal" (e.g. a file
+         * system without shared memory) is an error rather than a silent downgrade. */
+        what = "journal_mode";
+        sqlite3_stmt *st = NULL;
+        r = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (r == SQLITE_OK) {
+            r = sqlite3_step(st);
+            if (r == SQLITE_ROW) {
+                const unsigned char *mode = sqlite3_column_text(st, 0);
+                r = mode != NULL && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK
+                                                                           : SQLITE_CANTOPEN;
+            }
+        }
+        sqlite3_finalize(st);
+    }
+    if (r == SQLITE_OK) {
+        what = "pragmas";
+        r = sqlite3_exec(q->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", NULL, NULL,
+                         NULL);
+    }
+    ent_err rc = ENT_OK;
+    if (r != SQLITE_OK)
+        rc = sq_open_fail(q, r, what, err, err_len);
+    if (rc == ENT_OK)
+        rc = sq_migrate(q, err, err_len);
+    if (rc != ENT_OK) {
+        sq_close(&q->base);
+        return rc;
+    }
+    *out = &q->base;
+    return ENT_OK;
+}
+
+static ent_err sq_ping(struct ent_store *s)
+{
+    struct sq_store *q = sq_of(s);
+    pthread_mutex_lock(&q->mu);
+    ent_err rc = sq_exec_cached(q, ST_PING, "ping");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* ---- documents ------------------------------------------------------------------------ */
+
+static ent_err sq_get(struct ent_store *s, enum ent_store_coll c, const char *key, int64_t now_ms,
+                      struct ent_store_doc *out)
+{
+    struct sq_store *q = sq_of(s);
+    pthread_mutex_lock(&q->mu);
+    sqlite3_stmt *st = NULL;
+    ent_err rc = sq_stmt(q, ST_DOC_GET, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, ent_store_coll_name(c));
+        sq_bind_text(st, 2, key);
+        sqlite3_bind_int64(st, 8, now_ms);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW)
+            rc = sq_row_doc(st, out);
+        else if (r == SQLITE_DONE)
+            rc = ENT_ENOTFOUND;
+        else
+            rc = sq_fail(q, r, "get");
+    }
+    sq_done(st);
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* Steps a statement expected to RETURN one integer; no row gives `none`. */
+static ent_err sq_step_returning(struct sq_store *q, sqlite3_stmt *st, const char *op, ent_err none,
+                                 int64_t *value)
+{
+    int r = sqlite3_step(st);
+    ent_err rc;
+    if (r == SQLITE_ROW) {
+        *value = sqlite3_column_int64(st, 0);
+        /* Let RETURNING finish so the change is complete before the commit. */
+        r = sqlite3_step(st);
+        rc = r == SQLITE_DONE ? ENT_OK : sq_fail(q, r, op);
+    } else if (r == SQLITE_DONE) {
+        rc = none;
+    } else {
+        rc = sq_fail(q, r, op);
+    }
+    sq_done(st);
+    return rc;
+}
+
+static ent_err sq_insert(struct ent_store *s, enum ent_store_coll c,
+                         const struct ent_store_doc *doc, int64_t now_ms)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = sq_stmt(q, ST_DOC_INSERT, &st);
+    if (rc == ENT_OK) {
+        sq_bind_doc(st, c, doc, now_ms);
+        int64_t v = 0;
+        /* No row back: the conflicting document is live. */
+        rc = sq_step_returning(q, st, "insert", ENT_EEXIST, &v);
+    }
+    return sq_write_end(q, rc);
+}
+
+static ent_err sq_put(struct ent_store *s, enum ent_store_coll c, const struct ent_store_doc *doc,
+                      int64_t now_ms, uint64_t *new_version)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    rc = sq_stmt(q, ST_DOC_PUT, &st);
+    if (rc == ENT_OK) {
+        sq_bind_doc(st, c, doc, now_ms);
+        rc = sq_step_returning(q, st, "put", ENT_ESTORE, &v);
+    }
+    rc = sq_write_end(q, rc);
+    if (rc == ENT_OK)
+        *new_version = (uint64_t)v;
+    return rc;
+}
+
+/* After a conditional write changed nothing: ENT_ECONFLICT if a live document exists,
+ * ENT_ENOTFOUND if not. Runs inside the same transaction, so the answer is exact. */
+static ent_err sq_doc_why_not(struct sq_store *q, enum ent_store_coll c, const char *key,
+                              int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    ent_err rc = sq_stmt(q, ST_DOC_VERSION, &st);
+    if (rc != ENT_OK)
+        return rc;
+    sq_bind_text(st, 1, ent_store_coll_name(c));
+    sq_bind_text(st, 2, key);
+    sqlite3_bind_int64(st, 3, now_ms);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        rc = ENT_ECONFLICT;
+    else if (r == SQLITE_DONE)
+        rc = ENT_ENOTFOUND;
+    else
+        rc = sq_fail(q, r, "version");
+    sq_done(st);
+    return rc;
+}
+
+static ent_err sq_update(struct ent_store *s, enum ent_store_coll c,
+                         const struct ent_store_doc *doc, uint64_t expected_version, int64_t now_ms,
+                         uint64_t *new_version)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    rc = sq_stmt(q, ST_DOC_UPDATE, &st);
+    if (rc == ENT_OK) {
+        sq_bind_doc(st, c, doc, now_ms);
+        sqlite3_bind_int64(st, 9, (int64_t)expected_version);
+        rc = sq_step_returning(q, st, "update", ENT_ECONFLICT, &v);
+        if (rc == ENT_ECONFLICT)
+            rc = sq_doc_why_not(q, c, doc->key, now_ms);
+    }
+    rc = sq_write_end(q, rc);
+    if (rc == ENT_OK)
+        *new_version = (uint64_t)v;
+    return rc;
+}
+
+static ent_err sq_delete(struct ent_store *s, enum ent_store_coll c, const char *key,
+                         uint64_t expected_version, int64_t now_ms)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = sq_stmt(q, ST_DOC_DELETE, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, ent_store_coll_name(c));
+        sq_bind_text(st, 2, key);
+        sqlite3_bind_int64(st, 3, (int64_t)expected_version);
+        sqlite3_bind_int64(st, 4, now_ms);
+        int64_t v = 0;
+        rc = sq_step_returning(q, st, "delete", ENT_ECONFLICT, &v);
+        if (rc == ENT_ECONFLICT)
+            rc = sq_doc_why_not(q, c, key, now_ms);
+    }
+    return sq_write_end(q, rc);
+}
+
+/* Smallest string greater than every string starting with prefix, in byte order: the prefix
+ * with its last byte below 0xff incremented and the rest cut. NULL in *out when there is none
+ * (prefix all 0xff bytes, or empty). */
+static ent_err sq_prefix_upper(const char *prefix, char **out)
+{
+    size_t n = strlen(prefix);
+    while (n > 0 && (unsigned char)prefix[n - 1] == 0xff)
+        n--;
+    if (n == 0) {
+        *out = NULL;
+        return ENT_OK;
+    }
+    char *u = malloc(n + 1);
+    if (u == NULL)
+        return ENT_ENOMEM;
+    memcpy(u, prefix, n);
+    u[n - 1] = (char)((unsigned char)u[n - 1] + 1);
+    u[n] = '\0';
+    *out = u;
+    return ENT_OK;
+}
+
+static ent_err sq_query(struct ent_store *s, enum ent_store_coll c, int index_slot,
+                        const char *value, const char *after_key, size_t limit, int64_t now_ms,
+                        struct ent_store_page *out)
+{
+    struct sq_store *q = sq_of(s);
+    enum sq_stmt id = ST_Q_ALL;
+    if (index_slot == -1 && value != NULL)
+        id = ST_Q_PREFIX;
+    else if (index_slot >= 0)
+        id = (enum sq_stmt)(ST_Q_IDX0 + index_slot);
+    char *upper = NULL;
+    if (id == ST_Q_PREFIX) {
+        ent_err rc = sq_prefix_upper(value, &upper);
+        if (rc != ENT_OK)
+            return rc;
+    }
+    struct ent_store_page page = {0};
+    page.docs = calloc(limit, sizeof(*page.docs));
+    if (page.docs == NULL) {
+        free(upper);
+        return ENT_ENOMEM;
+    }
+
+    pthread_mutex_lock(&q->mu);
+    sqlite3_stmt *st = NULL;
+    bool more = false;
+    ent_err rc = sq_stmt(q, id, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, ent_store_coll_name(c));
+        sq_bind_text(st, 2, after_key != NULL ? after_key : "");
+        sqlite3_bind_int64(st, 3, now_ms);
+        /* One row more than asked says whether another page exists. */
+        sqlite3_bind_int64(st, 4, (int64_t)limit + 1);
+        if (id != ST_Q_ALL)
+            sq_bind_text(st, 5, value);
+        if (id == ST_Q_PREFIX)
+            sq_bind_text(st, 6, upper);
+        for (;;) {
+            int r = sqlite3_step(st);
+            if (r == SQLITE_DONE)
+                break;
+            if (r != SQLITE_ROW) {
+                rc = sq_fail(q, r, "query");
+                break;
+            }
+            if (page.n == limit) {
+                more = true;
+                break;
+            }
+            rc = sq_row_doc(st, &page.docs[page.n]);
+            if (rc != ENT_OK)
+                break;
+            page.n++;
+        }
+    }
+    sq_done(st);
+    pthread_mutex_unlock(&q->mu);
+    free(upper);
+
+    if (rc == ENT_OK && more) {
+        page.next_after = ent_store_strdup_(page.docs[page.n - 1].key);
+        if (page.next_after == NULL)
+            rc = ENT_ENOMEM;
+    }
+    if (rc != ENT_OK) {
+        ent_store_page_free(&page);
+        return rc;
+    }
+    *out = page;
+    return ENT_OK;
+}
+
+static ent_err sq_purge_expired(struct ent_store *s, enum ent_store_coll c, int64_t now_ms,
+                                size_t *purged)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = sq_stmt(q, ST_DOC_PURGE, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, ent_store_coll_name(c));
+        sqlite3_bind_int64(st, 2, now_ms);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_DONE)
+            *purged = (size_t)sqlite3_changes64(q->db);
+        else
+            rc = sq_fail(q, r, "purge");
+    }
+    sq_done(st);
+    return sq_write_end(q, rc);
+}
+
+/* ---- counters ------------------------------------------------------------------------- */
+
+static ent_err sq_incr(struct ent_store *s, const char *counter, const char *key, int64_t delta,
+                       int64_t *new_value)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    rc = sq_stmt(q, ST_CTR_INCR, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, counter);
+        sq_bind_text(st, 2, key);
+        sqlite3_bind_int64(st, 3, delta);
+        sqlite3_bind_int64(st, 4, delta >= 0 ? INT64_MAX - delta : INT64_MIN - delta);
+        rc = sq_step_returning(q, st, "incr", ENT_EINVAL, &v);
+    }
+    rc = sq_write_end(q, rc);
+    if (rc == ENT_OK)
+        *new_value = v;
+    return rc;
+}
+
+static ent_err sq_counter_get(struct ent_store *s, const char *counter, const char *key,
+                              int64_t *value)
+{
+    struct sq_store *q = sq_of(s);
+    pthread_mutex_lock(&q->mu);
+    sqlite3_stmt *st = NULL;
+    ent_err rc = sq_stmt(q, ST_CTR_GET, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, counter);
+        sq_bind_text(st, 2, key);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW)
+            *value = sqlite3_column_int64(st, 0);
+        else if (r == SQLITE_DONE)
+            rc = ENT_ENOTFOUND;
+        else
+            rc = sq_fail(q, r, "counter_get");
+    }
+    sq_done(st);
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+static ent_err sq_counter_set_min(struct ent_store *s, const char *counter, const char *key,
+                                  int64_t min_value, int64_t *new_value)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    rc = sq_stmt(q, ST_CTR_SET_MIN, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, counter);
+        sq_bind_text(st, 2, key);
+        sqlite3_bind_int64(st, 3, min_value);
+        rc = sq_step_returning(q, st, "counter_set_min", ENT_ESTORE, &v);
+    }
+    rc = sq_write_end(q, rc);
+    if (rc == ENT_OK)
+        *new_value = v;
+    return rc;
+}
+
+/* ---- outbox --------------------------------------------------------------------------- */
+
+static ent_err sq_outbox_enqueue(struct ent_store *s, const char *coalesce_key, const void *payload,
+                                 size_t len, int64_t due_ms, int64_t now_ms, uint64_t *id,
+                                 bool *coalesced)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    bool co = false;
+    if (coalesce_key != NULL) {
+        rc = sq_stmt(q, ST_OB_COALESCE, &st);
+        if (rc == ENT_OK) {
+            sq_bind_text(st, 1, coalesce_key);
+            sq_bind_blob(st, 2, payload, len);
+            sqlite3_bind_int64(st, 3, due_ms);
+            rc = sq_step_returning(q, st, "outbox_coalesce", ENT_ENOTFOUND, &v);
+            co = rc == ENT_OK;
+        }
+    }
+    if (coalesce_key == NULL || rc == ENT_ENOTFOUND) {
+        rc = sq_stmt(q, ST_OB_INSERT, &st);
+        if (rc == ENT_OK) {
+            sq_bind_text(st, 1, coalesce_key);
+            sq_bind_blob(st, 2, payload, len);
+            sqlite3_bind_int64(st, 3, due_ms);
+            sqlite3_bind_int64(st, 4, now_ms);
+            rc = sq_step_returning(q, st, "outbox_insert", ENT_ESTORE, &v);
+        }
+    }
+    rc = sq_write_end(q, rc);
+    if (rc == ENT_OK) {
+        *id = (uint64_t)v;
+        *coalesced = co;
+    }
+    return rc;
+}
+
+static int sq_item_cmp(const void *a, const void *b)
+{
+    const struct ent_store_outbox_item *x = a, *y = b;
+    if (x->due_ms != y->due_ms)
+        return x->due_ms < y->due_ms ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static ent_err sq_outbox_claim(struct ent_store *s, const char *owner, int64_t now_ms,
+                               uint64_t lease_ms, size_t max, struct ent_store_outbox_item **items,
+                               size_t *n)
+{
+    struct sq_store *q = sq_of(s);
+    struct ent_store_outbox_item *v = calloc(max, sizeof(*v));
+    if (v == NULL)
+        return ENT_ENOMEM;
+    size_t got = 0;
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK) {
+        free(v);
+        return rc;
+    }
+    sqlite3_stmt *st = NULL;
+    rc = sq_stmt(q, ST_OB_CLAIM, &st);
+    if (rc == ENT_OK) {
+        sq_bind_text(st, 1, owner);
+        sqlite3_bind_int64(st, 2, now_ms);
+        sqlite3_bind_int64(st, 3, (int64_t)lease_ms);
+        sqlite3_bind_int64(st, 4, (int64_t)max);
+        for (;;) {
+            int r = sqlite3_step(st);
+            if (r == SQLITE_DONE)
+                break;
+            if (r != SQLITE_ROW) {
+                rc = sq_fail(q, r, "outbox_claim");
+                break;
+            }
+            /* The subquery's LIMIT bounds the rows; an extra one would be our bug. */
+            if (got == max) {
+                rc = ENT_EINTERNAL;
+                break;
+            }
+            struct ent_store_outbox_item *it = &v[got++];
+            it->id = (uint64_t)sqlite3_column_int64(st, 0);
+            rc = sq_col_text(st, 1, &it->coalesce_key);
+            if (rc == ENT_OK)
+                rc = sq_col_blob(st, 2, &it->payload, &it->len);
+            if (rc != ENT_OK)
+                break;
+            it->attempts = (uint32_t)sqlite3_column_int64(st, 3);
+            it->lease_token = (uint64_t)sqlite3_column_int64(st, 4);
+            it->due_ms = sqlite3_column_int64(st, 5);
+            it->created_ms = sqlite3_column_int64(st, 6);
+        }
+    }
+    sq_done(st);
+    rc = sq_write_end(q, rc);
+    if (rc != ENT_OK) {
+        ent_store_outbox_items_free(v, got);
+        return rc;
+    }
+    if (got == 0) {
+        free(v);
+        v = NULL;
+    } else {
+        /* RETURNING comes back in no defined order. */
+        qsort(v, got, sizeof(*v), sq_item_cmp);
+    }
+    *items = v;
+    *n = got;
+    return ENT_OK;
+}
+
+/* After a lease-checked write changed nothing: ECONFLICT if the item exists, else
+ * ENOTFOUND. */
+static ent_err sq_outbox_why_not(struct sq_store *q, uint64_t id)
+{
+    sqlite3_stmt *st = NULL;
+    ent_err rc = sq_stmt(q, ST_OB_EXISTS, &st);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        rc = ENT_ECONFLICT;
+    else if (r == SQLITE_DONE)
+        rc = ENT_ENOTFOUND;
+    else
+        rc = sq_fail(q, r, "outbox_exists");
+    sq_done(st);
+    return rc;
+}
+
+static ent_err sq_outbox_ack(struct ent_store *s, uint64_t id, uint64_t lease_token)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = sq_stmt(q, ST_OB_ACK, &st);
+    if (rc == ENT_OK) {
+        sqlite3_bind_int64(st, 1, (int64_t)id);
+        sqlite3_bind_int64(st, 2, (int64_t)lease_token);
+        int r = sqlite3_step(st);
+        bool deleted = r == SQLITE_DONE && sqlite3_changes64(q->db) == 1;
+        if (r != SQLITE_DONE)
+            rc = sq_fail(q, r, "outbox_ack");
+        sq_done(st);
+        if (rc == ENT_OK && !deleted)
+            rc = sq_outbox_why_not(q, id);
+    }
+    return sq_write_end(q, rc);
+}
+
+static ent_err sq_outbox_retry(struct ent_store *s, uint64_t id, uint64_t lease_token,
+                               int64_t next_due_ms, uint32_t max_attempts, bool *dead)
+{
+    struct sq_store *q = sq_of(s);
+    ent_err rc = sq_write_begin(q);
+    if (rc != ENT_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int64_t state = 0;
+    rc = sq_stmt(q, ST_OB_RETRY, &st);
+    if (rc == ENT_OK) {
+        sqlite3_bind_int64(st, 1, (int64_t)id);
+        sqlite3_bind_int64(st, 2, (int64_t)lease_token);
+        sqlite3_bind_int64(st, 3, next_due_ms);
+        sqlite3_bind_int64(st, 4, (int64_t)max_attempts);
+        rc = sq_step_returning(q, st, "outbox_retry", ENT_ECONFLICT, &state);
+        if (rc == ENT_ECONFLICT)
+            rc = sq_outbox_why_not(q, id);
+    }
+    rc = sq_write_end(q, rc);
+    if (rc == ENT_OK)
+        *dead = state == 1;
+    return rc;
+}
+
+static ent_err sq_outbox_stats(struct ent_store *s, int64_t now_ms, uint64_t *pending,
+                               uint64_t *dead, int64_t *oldest_pending_age_ms)
+{
+    struct sq_store *q = sq_of(s);
+    pthread_mutex_lock(&q->mu);
+    sqlite3_stmt *st = NULL;
+    ent_err rc = sq_stmt(q, ST_OB_STATS, &st);
+    if (rc == ENT_OK) {
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            *pending = (uint64_t)sqlite3_column_int64(st, 0);
+            *dead = (uint64_t)sqlite3_column_int64(st, 1);
+            int64_t age = 0;
+            if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+                age = now_ms - sqlite3_column_int64(st, 2);
+            *oldest_pending_age_ms = age > 0 ? age : 0;
+        } else {
+            rc = sq_fail(q, r, "outbox_stats");
+        }
+    }
+    sq_done(st);
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+const struct ent_store_ops ent_store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .ping = sq_ping,
+    .get = sq_get,
+    .insert = sq_insert,
+    .put = sq_put,
+    .update = sq_update,
+    .del = sq_delete,
+    .incr = sq_incr,
+    .counter_get = sq_counter_get,
+    .counter_set_min = sq_counter_set_min,
+    .query = sq_query,
+    .purge_expired = sq_purge_expired,
+    .outbox_enqueue = sq_outbox_enqueue,
+    .outbox_claim = sq_outbox_claim,
+    .outbox_ack = sq_outbox_ack,
+    .outbox_retry = sq_outbox_retry,
+    .outbox_stats = sq_outbox_stats,
+};
