@@ -79,6 +79,7 @@ ent_err ent_sqn_usim_check(const struct ent_sqn_usim *u, uint64_t sqn)
 {
     uint64_t seq = ent_sqn_seq(sqn, u->ind_bits);
     unsigned ind = ent_sqn_ind(sqn, u->ind_bits);
+    uint64_t max;
 
     if (sqn > ENT_SQN_MAX)
         return ENT_EINVAL;
@@ -86,7 +87,8 @@ ent_err ent_sqn_usim_check(const struct ent_sqn_usim *u, uint64_t sqn)
     if (seq <= u->seq_ms[ind])
         return ENT_ECONFLICT;
     /* Annex C.2.1: too far ahead (the network is out of step or SQN is near wrap-around) */
-    if (u->delta != 0 && seq - usim_seq_max(u) > u->delta)
+    max = usim_seq_max(u);
+    if (u->delta != 0 && seq > max && seq - max > u->delta)
         return ENT_ECONFLICT;
     return ENT_OK;
 }
