@@ -1,0 +1,780 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Tests for ent/http.h and ent/tls.h: a real server on 127.0.0.1 (port 0) runs on a loop
+ * in the test thread; a client thread talks raw HTTP/1.1 (and TLS) over blocking sockets
+ * with receive timeouts, records what it saw, and wakes the loop when done. Assertions
+ * happen in the test thread after the client thread is joined. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "ent/http.h"
+#include "ent/log.h"
+#include "ent/tls.h"
+
+#include "ent_test_tls.h"
+
+/* ---- fixture: loop + server + client thread ----------------------------------------- */
+
+struct fx;
+typedef void (*client_fn)(struct fx *f);
+
+struct fx {
+    uv_loop_t loop;
+    struct ent_http_server srv;
+    uv_async_t done;
+    uv_timer_t timer; /* async responses */
+    uv_timer_t poll;  /* server-side checks */
+    pthread_t thr;
+    client_fn client;
+    int port;
+    bool client_done, server_done;
+    /* server side */
+    uint64_t later_id;
+    const char *later_body;
+    uint64_t never_id;
+    ent_err late_rc;
+    size_t late_inflight;
+    int requests;
+    /* client side */
+    char fail[256];
+    char got[8][2048];
+    int n_got;
+    int status[8];
+    bool eof;
+    int connect_errno;
+    SSL_CTX *cctx;
+    int tls_max;
+    int tls_version;
+};
+
+#define CL_CHECK(f, cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            if ((f)->fail[0] == '\0')                                                              \
+                snprintf((f)->fail, sizeof((f)->fail), "%s:%d: %s", __FILE__, __LINE__, #cond);    \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static void fx_maybe_finish(struct fx *f)
+{
+    if (!f->client_done || !f->server_done)
+        return;
+    ent_http_server_close(&f->srv, NULL);
+    uv_close((uv_handle_t *)&f->done, NULL);
+    uv_close((uv_handle_t *)&f->timer, NULL);
+    uv_close((uv_handle_t *)&f->poll, NULL);
+}
+
+static void on_done(uv_async_t *a)
+{
+    struct fx *f = a->data;
+    f->client_done = true;
+    fx_maybe_finish(f);
+}
+
+static void on_later(uv_timer_t *t)
+{
+    struct fx *f = t->data;
+    ent_err rc =
+        ent_http_respond(&f->srv, f->later_id, 200, NULL, 0, f->later_body, strlen(f->later_body));
+    assert_int_equal(rc, ENT_OK);
+}
+
+/* One handler for every test; the path picks the behaviour. */
+static void on_request(struct ent_http_server *srv, struct ent_http_request *req, void *ud)
+{
+    struct fx *f = ud;
+    char body[1024];
+    f->requests++;
+    if (strcmp(req->path, "/slow") == 0 || strcmp(req->path, "/hold") == 0) {
+        if (strcmp(req->path, "/hold") == 0)
+            ent_http_server_stop_accepting(srv);
+        f->later_id = req->id;
+        f->later_body = req->path[1] == 's' ? "slow" : "held";
+        uv_timer_start(&f->timer, on_later, 50, 0);
+        return;
+    }
+    if (strcmp(req->path, "/never") == 0) {
+        f->never_id = req->id;
+        return;
+    }
+    if (strcmp(req->path, "/echo") == 0) {
+        struct ent_http_header h = {"Content-Type", 12, "application/octet-stream", 24};
+        assert_int_equal(ent_http_respond(srv, req->id, 200, &h, 1, req->body, req->body_len),
+                         ENT_OK);
+        return;
+    }
+    size_t xlen = 0;
+    const char *x = ent_http_request_header(req, "x-TEST", &xlen);
+    int n = snprintf(body, sizeof(body), "%s %s q=%s x=%s", req->method, req->path,
+                     req->query != NULL ? req->query : "-", x != NULL ? x : "-");
+    assert_int_equal(req->path_len, strlen(req->path));
+    if (x != NULL)
+        assert_int_equal(xlen, strlen(x));
+    assert_int_equal(ent_http_respond(srv, req->id, 200, NULL, 0, body, (size_t)n), ENT_OK);
+    /* A second answer to the same id is refused. */
+    assert_int_equal(ent_http_respond(srv, req->id, 200, NULL, 0, "x", 1), ENT_ENOTFOUND);
+}
+
+static void *client_main(void *arg)
+{
+    struct fx *f = arg;
+    f->client(f);
+    uv_async_send(&f->done);
+    return NULL;
+}
+
+static void fx_run(struct fx *f, struct ent_http_server_cfg *cfg, client_fn client)
+{
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    if (cfg->listen == NULL)
+        cfg->listen = "127.0.0.1:0";
+    cfg->name = "test";
+    assert_int_equal(ent_http_server_init(&f->srv, &f->loop, cfg, on_request, f), ENT_OK);
+    f->port = ent_http_server_port(&f->srv);
+    assert_true(f->port > 0);
+    uv_async_init(&f->loop, &f->done, on_done);
+    f->done.data = f;
+    uv_timer_init(&f->loop, &f->timer);
+    f->timer.data = f;
+    uv_timer_init(&f->loop, &f->poll);
+    f->poll.data = f;
+    f->server_done = true;
+    f->client = client;
+    assert_int_equal(pthread_create(&f->thr, NULL, client_main, f), 0);
+}
+
+static void fx_finish(struct fx *f)
+{
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    pthread_join(f->thr, NULL);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    if (f->fail[0] != '\0')
+        fail_msg("client: %s", f->fail);
+}
+
+/* ---- blocking client ------------------------------------------------------------------ */
+
+struct cl {
+    int fd;
+    SSL *ssl;
+    char buf[65536];
+    size_t len;
+};
+
+static int cl_connect(struct fx *f, struct cl *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        f->connect_errno = errno;
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    if (f->cctx != NULL) {
+        c->ssl = SSL_new(f->cctx);
+        SSL_set_fd(c->ssl, c->fd);
+        SSL_set_tlsext_host_name(c->ssl, "localhost");
+        SSL_set1_host(c->ssl, "localhost");
+        if (SSL_connect(c->ssl) != 1)
+            return -1;
+        f->tls_version = SSL_version(c->ssl);
+    }
+    return 0;
+}
+
+static void cl_close(struct cl *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+static int cl_send(struct cl *c, const char *s)
+{
+    size_t len = strlen(s);
+    if (c->ssl != NULL)
+        return SSL_write(c->ssl, s, (int)len) == (int)len ? 0 : -1;
+    while (len > 0) {
+        ssize_t n = send(c->fd, s, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return -1;
+        s += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads more bytes; 0 on EOF, -1 on error or timeout. */
+static ssize_t cl_fill(struct cl *c)
+{
+    if (c->len == sizeof(c->buf))
+        return -1;
+    ssize_t n;
+    if (c->ssl != NULL) {
+        int r = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - c->len));
+        if (r <= 0)
+            return SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+        n = r;
+    } else {
+        n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+        if (n < 0)
+            return -1;
+    }
+    c->len += (size_t)n;
+    return n;
+}
+
+/* Reads one response into f->got[f->n_got] (head and body) and its status. 0 on success. */
+static int cl_response(struct fx *f, struct cl *c)
+{
+    for (;;) {
+        char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
+        if (end != NULL) {
+            size_t head = (size_t)(end - c->buf) + 4;
+            size_t clen = 0;
+            char *cl = memmem(c->buf, head, "Content-Length: ", 16);
+            if (cl != NULL)
+                clen = strtoul(cl + 16, NULL, 10);
+            while (c->len < head + clen)
+                if (cl_fill(c) <= 0)
+                    return -1;
+            int i = f->n_got++;
+            size_t copy = head + clen < sizeof(f->got[i]) - 1 ? head + clen : sizeof(f->got[i]) - 1;
+            memcpy(f->got[i], c->buf, copy);
+            f->got[i][copy] = '\0';
+            f->status[i] = atoi(c->buf + 9);
+            memmove(c->buf, c->buf + head + clen, c->len - head - clen);
+            c->len -= head + clen;
+            return 0;
+        }
+        if (cl_fill(c) <= 0)
+            return -1;
+    }
+}
+
+/* True if the server closes the connection (EOF or reset) with no further bytes. */
+static bool cl_wait_eof(struct cl *c)
+{
+    if (c->len != 0)
+        return false;
+    ssize_t n = cl_fill(c);
+    if (n == 0)
+        return true;
+    return n < 0 && (errno == ECONNRESET || errno == EPIPE);
+}
+
+static const char *body_of(const char *resp)
+{
+    const char *p = strstr(resp, "\r\n\r\n");
+    return p != NULL ? p + 4 : "";
+}
+
+/* ---- plain HTTP ----------------------------------------------------------------------- */
+
+static void cl_simple_get(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /hello?a=1&b=2 HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    cl_close(&c);
+}
+
+static void test_http_simple_get(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_simple_get);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 1);
+    assert_int_equal(f.status[0], 200);
+    assert_string_equal(body_of(f.got[0]), "GET /hello q=a=1&b=2 x=yes");
+    assert_non_null(strstr(f.got[0], "\r\nDate: "));
+    assert_non_null(strstr(f.got[0], "\r\nContent-Length: 26\r\n"));
+    assert_non_null(strstr(f.got[0], "\r\nConnection: keep-alive\r\n"));
+}
+
+static void cl_keep_alive(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /two HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    /* HTTP/1.0 closes unless asked to keep alive. */
+    CL_CHECK(f, cl_send(&c, "GET /three HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /four HTTP/1.0\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    f->eof = cl_wait_eof(&c);
+    cl_close(&c);
+}
+
+static void test_http_keep_alive(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_keep_alive);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 4);
+    assert_string_equal(body_of(f.got[0]), "GET /one q=- x=-");
+    assert_string_equal(body_of(f.got[1]), "GET /two q=- x=-");
+    assert_non_null(strstr(f.got[2], "Connection: keep-alive"));
+    assert_non_null(strstr(f.got[3], "Connection: close"));
+    assert_true(f.eof);
+    assert_int_equal(f.srv.stats.conns_accepted, 1);
+    assert_int_equal(f.srv.stats.requests, 4);
+    assert_int_equal(f.srv.stats.responses[2], 4);
+}
+
+static void cl_pipelined(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond"
+                            "GET /third HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    for (int i = 0; i < 3; i++)
+        CL_CHECK(f, cl_response(f, &c) == 0);
+    cl_close(&c);
+}
+
+static void test_http_pipelined_in_order(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_pipelined);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 3);
+    assert_string_equal(body_of(f.got[0]), "slow");
+    assert_string_equal(body_of(f.got[1]), "second");
+    assert_string_equal(body_of(f.got[2]), "GET /third q=- x=-");
+}
+
+/* Sends `req`, expects one response and then the connection closed. */
+static void cl_refused_request(struct fx *f, const char *req)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, req) == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    CL_CHECK(f, strstr(f->got[f->n_got - 1], "Connection: close") != NULL);
+    CL_CHECK(f, cl_wait_eof(&c));
+    cl_close(&c);
+}
+
+static void cl_big_header(struct fx *f)
+{
+    char req[4096];
+    char big[2001];
+    memset(big, 'a', 2000);
+    big[2000] = '\0';
+    snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", big);
+    cl_refused_request(f, req);
+}
+
+static void test_http_header_too_large_431(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {.max_header_bytes = 1024};
+    fx_run(&f, &cfg, cl_big_header);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 1);
+    assert_int_equal(f.status[0], 431);
+    assert_int_equal(f.requests, 0);
+    assert_int_equal(f.srv.stats.limit_errors, 1);
+}
+
+static void cl_big_body(struct fx *f)
+{
+    cl_refused_request(f, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    char chunk[400];
+    snprintf(chunk, sizeof(chunk),
+             "POST /echo HTTP/1.1\r\nHost: x\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n"
+             "40\r\n%064d\r\n40\r\n%064d\r\n0\r\n\r\n",
+             0, 0);
+    cl_refused_request(f, chunk);
+}
+
+static void test_http_body_too_large_413(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {.max_body = 100};
+    fx_run(&f, &cfg, cl_big_body);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 2);
+    assert_int_equal(f.status[0], 413);
+    assert_int_equal(f.status[1], 413);
+    assert_int_equal(f.requests, 0);
+}
+
+static void cl_long_url(struct fx *f)
+{
+    char req[512];
+    snprintf(req, sizeof(req), "GET /%0100d HTTP/1.1\r\nHost: x\r\n\r\n", 7);
+    cl_refused_request(f, req);
+}
+
+static void test_http_url_too_long_414(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {.max_url = 64};
+    fx_run(&f, &cfg, cl_long_url);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 1);
+    assert_int_equal(f.status[0], 414);
+}
+
+static void cl_chunked(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5\r\nhello\r\n") == 0);
+    usleep(20000); /* the body arrives in two reads */
+    CL_CHECK(f, cl_send(&c, "6;ext=1\r\n world\r\n0\r\nTrailer: t\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    cl_close(&c);
+}
+
+static void test_http_chunked_body_reassembled(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_chunked);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 1);
+    assert_int_equal(f.status[0], 200);
+    assert_string_equal(body_of(f.got[0]), "hello world");
+}
+
+static void cl_malformed(struct fx *f)
+{
+    cl_refused_request(f, "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
+    cl_refused_request(f, "\x01\x02garbage\r\n\r\n");
+    /* Content-Length with chunked is a smuggling attempt: refused too. */
+    cl_refused_request(f, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+}
+
+static void test_http_malformed_400(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_malformed);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(f.status[i], 400);
+    assert_int_equal(f.srv.stats.parse_errors, 3);
+    assert_int_equal(f.requests, 0);
+}
+
+static void cl_slow(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /sl") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    f->eof = cl_wait_eof(&c);
+    cl_close(&c);
+}
+
+static void test_http_slow_client_408(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {.read_timeout_ms = 300};
+    fx_run(&f, &cfg, cl_slow);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 1);
+    assert_int_equal(f.status[0], 408);
+    assert_true(f.eof);
+    assert_int_equal(f.srv.stats.read_timeouts, 1);
+}
+
+static void cl_idle(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    f->eof = cl_wait_eof(&c); /* no request: the server gives up after idle_timeout */
+    cl_close(&c);
+}
+
+static void test_http_idle_keep_alive_closed(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {.idle_timeout_ms = 200};
+    fx_run(&f, &cfg, cl_idle);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 1);
+    assert_true(f.eof);
+    assert_int_equal(f.srv.stats.idle_timeouts, 1);
+}
+
+static void cl_drain(struct fx *f)
+{
+    struct cl idle, busy, late;
+    CL_CHECK(f, cl_connect(f, &idle) == 0);
+    CL_CHECK(f, cl_send(&idle, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &idle) == 0);
+    CL_CHECK(f, cl_connect(f, &busy) == 0);
+    /* The handler stops accepting, then answers 50 ms later. */
+    CL_CHECK(f, cl_send(&busy, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &busy) == 0);
+    CL_CHECK(f, cl_wait_eof(&busy));
+    CL_CHECK(f, cl_wait_eof(&idle));
+    f->eof = true;
+    CL_CHECK(f, cl_connect(f, &late) != 0);
+    cl_close(&idle);
+    cl_close(&busy);
+}
+
+static void test_http_stop_accepting_drains(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_drain);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 2);
+    assert_int_equal(f.status[1], 200);
+    assert_string_equal(body_of(f.got[1]), "held");
+    assert_non_null(strstr(f.got[1], "Connection: close"));
+    assert_true(f.eof);
+    assert_int_equal(f.connect_errno, ECONNREFUSED);
+}
+
+static void cl_disconnect(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /never HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    usleep(50000);
+    cl_close(&c);
+}
+
+static void on_poll_gone(uv_timer_t *t)
+{
+    struct fx *f = t->data;
+    if (f->never_id == 0 || ent_http_server_connections(&f->srv) != 0)
+        return;
+    f->late_inflight = ent_http_server_inflight(&f->srv);
+    f->late_rc = ent_http_respond(&f->srv, f->never_id, 200, NULL, 0, "late", 4);
+    uv_timer_stop(t);
+    f->server_done = true;
+    fx_maybe_finish(f);
+}
+
+static void test_http_respond_after_disconnect_enotfound(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    f.server_done = false;
+    f.never_id = 0;
+    f.late_rc = ENT_OK;
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    cfg.listen = "127.0.0.1:0";
+    assert_int_equal(ent_http_server_init(&f.srv, &f.loop, &cfg, on_request, &f), ENT_OK);
+    f.port = ent_http_server_port(&f.srv);
+    uv_async_init(&f.loop, &f.done, on_done);
+    f.done.data = &f;
+    uv_timer_init(&f.loop, &f.timer);
+    f.timer.data = &f;
+    uv_timer_init(&f.loop, &f.poll);
+    f.poll.data = &f;
+    uv_timer_start(&f.poll, on_poll_gone, 10, 10);
+    f.client = cl_disconnect;
+    assert_int_equal(pthread_create(&f.thr, NULL, client_main, &f), 0);
+    fx_finish(&f);
+    assert_int_equal(f.late_rc, ENT_ENOTFOUND);
+    assert_int_equal(f.late_inflight, 0);
+    assert_int_equal(f.srv.stats.client_gone, 1);
+}
+
+static void cl_max_conns(struct fx *f)
+{
+    struct cl a, b;
+    CL_CHECK(f, cl_connect(f, &a) == 0);
+    CL_CHECK(f, cl_send(&a, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &a) == 0);
+    CL_CHECK(f, cl_connect(f, &b) == 0); /* the kernel accepts; the server closes it */
+    f->eof = cl_wait_eof(&b);
+    cl_close(&b);
+    CL_CHECK(f, cl_send(&a, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &a) == 0);
+    cl_close(&a);
+}
+
+static void test_http_max_connections_rejects(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {.max_connections = 1};
+    fx_run(&f, &cfg, cl_max_conns);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, 2);
+    assert_true(f.eof);
+    assert_int_equal(f.srv.stats.conns_rejected, 1);
+    assert_int_equal(f.srv.stats.conns_accepted, 1);
+}
+
+static void test_http_init_rejects_bad_listen(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct ent_http_server srv;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct ent_http_server_cfg cfg = {.listen = "not-an-address:80"};
+    assert_int_equal(ent_http_server_init(&srv, &loop, &cfg, on_request, NULL), ENT_EINVAL);
+    cfg.listen = "127.0.0.1";
+    assert_int_equal(ent_http_server_init(&srv, &loop, &cfg, on_request, NULL), ENT_EINVAL);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------ */
+
+static void cl_tls(struct fx *f)
+{
+    struct cl c;
+    if (f->tls_max != 0)
+        SSL_CTX_set_max_proto_version(f->cctx, f->tls_max);
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    CL_CHECK(f, cl_send(&c, "GET /tls?x HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    CL_CHECK(f,
+             cl_send(&c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    CL_CHECK(f, cl_response(f, &c) == 0);
+    cl_close(&c);
+    /* Not TLS at all: the handshake fails and the connection closes. */
+    SSL_CTX *keep = f->cctx;
+    f->cctx = NULL;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    f->cctx = keep;
+    CL_CHECK(f, cl_send(&c, "GET / HTTP/1.1\r\n\r\n") == 0);
+    char junk[256];
+    while (recv(c.fd, junk, sizeof(junk), 0) > 0)
+        ;
+    cl_close(&c);
+}
+
+static void run_tls(int max_version, int want_version)
+{
+    struct ent_test_cert tc;
+    assert_int_equal(ent_test_cert_make(&tc), 0);
+    char err[256] = "";
+    SSL_CTX *sctx = NULL;
+    ent_err rc = ent_tls_server_ctx_new(&sctx, tc.cert_file, tc.key_file, NULL, err, sizeof(err));
+    if (rc != ENT_OK)
+        fail_msg("server ctx: %s", err);
+    struct fx f = {0};
+    rc = ent_tls_client_ctx_new(&f.cctx, tc.cert_file, NULL, NULL, err, sizeof(err));
+    if (rc != ENT_OK)
+        fail_msg("client ctx: %s", err);
+    f.tls_max = max_version;
+    struct ent_http_server_cfg cfg = {.tls = sctx};
+    fx_run(&f, &cfg, cl_tls);
+    SSL_CTX_free(sctx); /* the server holds its own reference */
+    fx_finish(&f);
+    SSL_CTX_free(f.cctx);
+    ent_test_cert_remove(&tc);
+    assert_int_equal(f.tls_version, want_version);
+    assert_int_equal(f.n_got, 3);
+    assert_string_equal(body_of(f.got[0]), "GET /tls q=x x=-");
+    assert_string_equal(body_of(f.got[1]), "slow");
+    assert_string_equal(body_of(f.got[2]), "GET /after q=- x=-");
+    assert_int_equal(f.srv.stats.tls_handshake_errors, 1);
+}
+
+static void test_http_tls13_request(void **state)
+{
+    (void)state;
+    run_tls(0, TLS1_3_VERSION);
+}
+
+static void test_http_tls12_request(void **state)
+{
+    (void)state;
+    run_tls(TLS1_2_VERSION, TLS1_2_VERSION);
+}
+
+static void test_tls_ctx_rejects_missing_files(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    SSL_CTX *ctx = NULL;
+    assert_int_equal(ent_tls_server_ctx_new(&ctx, "/nonexistent/c.pem", "/nonexistent/k.pem", NULL,
+                                            err, sizeof(err)),
+                     ENT_ETLS);
+    assert_null(ctx);
+    assert_true(strlen(err) > 0);
+}
+
+int main(void)
+{
+    ent_log_init("test", ENT_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_simple_get),
+        cmocka_unit_test(test_http_keep_alive),
+        cmocka_unit_test(test_http_pipelined_in_order),
+        cmocka_unit_test(test_http_header_too_large_431),
+        cmocka_unit_test(test_http_body_too_large_413),
+        cmocka_unit_test(test_http_url_too_long_414),
+        cmocka_unit_test(test_http_chunked_body_reassembled),
+        cmocka_unit_test(test_http_malformed_400),
+        cmocka_unit_test(test_http_slow_client_408),
+        cmocka_unit_test(test_http_idle_keep_alive_closed),
+        cmocka_unit_test(test_http_stop_accepting_drains),
+        cmocka_unit_test(test_http_respond_after_disconnect_enotfound),
+        cmocka_unit_test(test_http_max_connections_rejects),
+        cmocka_unit_test(test_http_init_rejects_bad_listen),
+        cmocka_unit_test(test_http_tls13_request),
+        cmocka_unit_test(test_http_tls12_request),
+        cmocka_unit_test(test_tls_ctx_rejects_missing_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
