@@ -221,9 +221,11 @@ ent_err ent_eap_aka_challenge_build(uint8_t *out, size_t cap, size_t *out_len,
     if (out == NULL || out_len == NULL || c == NULL || k_aut == NULL ||
         !mac_alg(c->type, k_aut_len, &digest))
         return ENT_EINVAL;
+    /* TS 33.402 §6.2: an AKA' vector must carry the AMF separation bit (AUTN[6]) */
     if (c->type == ENT_EAP_TYPE_AKA_PRIME &&
         (c->kdf != ENT_EAP_AKA_KDF_CK_IK_PRIME || c->network_name_len == 0 ||
-         c->network_name_len > ENT_EAP_AKA_NETNAME_MAX))
+         c->network_name_len > ENT_EAP_AKA_NETNAME_MAX ||
+         (c->autn[6] & ENT_AKA_AMF_SEPARATION_BIT) == 0))
         return ENT_EINVAL;
     w_header(&w, ENT_EAP_CODE_REQUEST, c->identifier, c->type, ENT_EAP_AKA_CHALLENGE);
     w_attr(&w, ENT_EAP_AT_RAND, 0, c->rand, sizeof(c->rand));

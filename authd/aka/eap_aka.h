@@ -169,7 +169,7 @@ ent_err ent_eap_aka_peek(struct ent_eap_aka_hdr *out, const uint8_t *pkt, size_t
 /* Server: builds EAP-Request/AKA-Challenge = header, AT_RAND, AT_AUTN, [AT_KDF, AT_KDF_INPUT
  * for AKA'], [AT_RESULT_IND], AT_MAC, with AT_MAC computed under k_aut (16 bytes for AKA, 32
  * for AKA'). Never adds AT_CHECKCODE. ENT_EINVAL for a bad type, key length, or (AKA') a kdf
- * other than 1 or an empty network name. */
+ * other than 1, an empty network name or an AUTN whose AMF lacks the separation bit. */
 ent_err ent_eap_aka_challenge_build(uint8_t *out, size_t cap, size_t *out_len,
                                     const struct ent_eap_aka_challenge *c, const uint8_t *k_aut,
                                     size_t k_aut_len);
