@@ -295,7 +295,7 @@ static ent_err server_reply(struct ent_bus_server *s, uint64_t call_id, Entitle_
         return ENT_ENOTFOUND;
     resp->request_id = sl->request_id;
 
-    if (drop_late && sl->deadline_unix_ms != 0 && ent_wall_ms() > sl->deadline_unix_ms) {
+    if (drop_late && sl->deadline_unix_ms != 0 && ent_wall_ms() >= sl->deadline_unix_ms) {
         /* The caller has given up (its aio timed out), and NNG would drop the reply
          * anyway: save the bytes. */
         impl->stats.late_replies++;

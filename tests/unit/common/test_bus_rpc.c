@@ -95,18 +95,26 @@ static void test_bus_deadline_exceeded_drops_late_reply(void **state)
     struct tb_call call2;
     tb_init(&h);
     int port = tb_server_start(&srv, &h, "tcp://127.0.0.1:0", NULL, "srv-a");
-    srv.mode = TB_HOLD;
+    /* No resend within the test, so the server sees the request once. */
+    tb_resend_ms = 60000;
     tb_client_start(&cli, &h, "tcp", port, 8, NULL);
+    tb_resend_ms = 0;
+    /* Connect first, so the deadline below is spent in the handler, not in dialling. */
+    assert_int_equal(tb_ping(&cli.bus, "warm-up", tb_ms(5000), &call), ENT_OK);
+    assert_true(tb_run_until(&h, &call.done, tb_ms(10000)));
+    assert_int_equal(call.status, ENT_OK);
 
-    /* Shorter than the REQ resend time, so the server sees the request once. */
-    assert_int_equal(tb_ping(&cli.bus, "phone-1", 300, &call), ENT_OK);
+    srv.mode = TB_HOLD;
+    assert_int_equal(tb_ping(&cli.bus, "phone-1", tb_ms(500), &call), ENT_OK);
     assert_true(tb_run_until(&h, &call.done, tb_ms(10000)));
     assert_int_equal(call.status, ENT_ETIMEDOUT);
     assert_int_equal(srv.n_held, 1);
     assert_int_equal(ent_bus_client_inflight(&cli.bus), 0);
     assert_int_equal(ent_bus_client_stats(&cli.bus)->results[ENT_ETIMEDOUT], 1);
 
-    /* The handler answers after the deadline: accepted, dropped, counted. */
+    /* The handler answers after the deadline: accepted, dropped, counted. (The client's
+     * timer and the header's wall-clock deadline may differ by a millisecond.) */
+    tb_run_for(&h, 20);
     srv.mode = TB_ANSWER;
     tb_server_answer(&srv, srv.held[0], "late");
     assert_int_equal(ent_bus_server_stats(&srv.bus)->late_replies, 1);
@@ -184,8 +192,12 @@ static void test_bus_peer_restart_reconnects(void **state)
     assert_int_equal(call.status, ENT_OK);
     assert_string_equal(call.daemon, "srv-a");
 
-    /* The server goes away; a call made meanwhile waits for the next one. */
+    /* The server goes away; a call made meanwhile waits for the next one. The pause lets
+     * the client see the connection drop first: a request handed to a pipe that is being
+     * torn down is re-sent correctly, but Debian's NNG 1.5.2 then leaks one reference to
+     * it (about 1 run in 15 under LeakSanitizer), which would make this test flaky. */
     tb_server_stop(&srv, &h);
+    tb_run_for(&h, 300);
     assert_int_equal(tb_ping(&cli.bus, "during", tb_ms(10000), &call), ENT_OK);
     tb_run_for(&h, 100);
     assert_false(call.done);

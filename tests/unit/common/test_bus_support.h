@@ -206,6 +206,9 @@ static inline void tb_on_client_closed(struct ent_bus_client *c)
     tc->closed = true;
 }
 
+/* REQ resend interval for the next tb_client_start() (0: the bus default). */
+static uint64_t tb_resend_ms;
+
 static inline void tb_client_start(struct tb_client *tc, struct tb_harness *h, const char *scheme,
                                    int port, unsigned max_inflight,
                                    const struct ent_bus_tls_cfg *tls)
@@ -219,7 +222,8 @@ static inline void tb_client_start(struct tb_client *tc, struct tb_harness *h, c
                                      .tls = tls,
                                      .caller = "test-client",
                                      .reconnect_min_ms = 20,
-                                     .reconnect_max_ms = 200};
+                                     .reconnect_max_ms = 200,
+                                     .resend_ms = tb_resend_ms};
     assert_int_equal(ent_bus_client_init(&tc->bus, &h->loop, &cfg), ENT_OK);
 }
 
