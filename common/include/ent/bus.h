@@ -135,9 +135,9 @@ ent_err ent_bus_server_init(struct ent_bus_server *s, uv_loop_t *loop,
 
 /* Loop thread. Answers call `call_id` with `resp`, after setting resp->request_id; the
  * caller keeps ownership of `resp`. A reply after the request's deadline is dropped and
- * counted ("bus.late_reply"), and still returns ENT_OK. Errors: ENT_ENOTFOUND (unknown or
- * already answered call), ENT_ECLOSED (server closing; the call is abandoned), ENT_ENOMEM
- * (the call is abandoned and the client will time out). */
+ * counted ("bus.late_reply"), and still returns ENT_OK. (At or after the deadline.) Errors:
+ * ENT_ENOTFOUND (unknown or already answered call), ENT_ECLOSED (server closing; the call is
+ * abandoned), ENT_ENOMEM (the call is abandoned and the client will time out). */
 ent_err ent_bus_server_reply(struct ent_bus_server *s, uint64_t call_id,
                              Entitle__V1__Response *resp);
 
