@@ -27,7 +27,19 @@
 
 #include "bus_int.h"
 #include "ent/log.h"
+#include "ent/metrics.h"
 #include "ent/util.h"
+
+static ent_counter bus_client_calls =
+    ENT_COUNTER("entitle_bus_client_calls_total", "RPCs completed by this process as a client",
+                "rpc", "result");
+static ent_histogram bus_client_seconds = ENT_HISTOGRAM(
+    "entitle_bus_client_call_seconds", "Client-side RPC latency",
+    ENT_BUCKETS(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1), "rpc");
+static ent_counter bus_client_saturated = ENT_COUNTER(
+    "entitle_bus_client_saturated_total", "RPCs refused at once: in-flight limit reached", "rpc");
+static ent_counter bus_client_late =
+    ENT_COUNTER("entitle_bus_client_late_replies_total", "Replies that found their call gone");
 
 #define CLIENT_DEFAULT_INFLIGHT         256u
 #define CLIENT_MAX_INFLIGHT             65536u
@@ -51,6 +63,8 @@ struct client_slot {
     ent_bus_reply_cb cb;
     void *ud;
     char trace[64];
+    const char *rpc;      /* body field name, a static string of the descriptor, for metrics */
+    uint64_t start_ns;    /* monotonic, for the latency histogram */
     struct bus_item item; /* item.id is this slot's index */
 };
 
@@ -134,6 +148,7 @@ static void client_deliver(struct bus_inbox *in, struct bus_item *it)
         /* Not expected (a slot has one completion at a time), but a reply without its call
          * must never reach a caller. */
         impl->stats.late_replies++;
+        ent_counter_inc(&bus_client_late);
         ENT_LOG_WARN(NULL, "bus.late_reply", ENT_KV_U64("slot", it->id));
         nng_msg_free(msg);
         return;
@@ -162,6 +177,9 @@ static void client_deliver(struct bus_inbox *in, struct bus_item *it)
 
     ent_bus_reply_cb cb = sl->cb;
     void *ud = sl->ud;
+    ent_counter_inc(&bus_client_calls, sl->rpc, ent_err_name(status));
+    ent_histogram_observe(&bus_client_seconds, (double)(ent_now_ns() - sl->start_ns) / 1e9,
+                          sl->rpc);
     slot_release(impl, sl); /* first, so the callback may call again */
     impl->stats.results[status]++;
     cb(status, resp, ud);
@@ -297,8 +315,12 @@ ent_err ent_bus_call(struct ent_bus_client *c, const Entitle__V1__Request *req, 
         return ENT_EINVAL;
     if (atomic_load(&impl->closing))
         return ENT_ECLOSED;
+    const ProtobufCFieldDescriptor *body = protobuf_c_message_descriptor_get_field(
+        &entitle__v1__request__descriptor, (unsigned)req->body_case);
+    const char *rpc = body != NULL ? body->name : "none";
     if (impl->n_free == 0) {
         impl->stats.saturated++;
+        ent_counter_inc(&bus_client_saturated, rpc);
         uint64_t now = ent_now_ms();
         if (now - impl->saturated_logged_ms >= CLIENT_SATURATED_LOG_MS) {
             impl->saturated_logged_ms = now;
@@ -332,6 +354,8 @@ ent_err ent_bus_call(struct ent_bus_client *c, const Entitle__V1__Request *req, 
     sl->deadline_ms = ent_now_ms() + timeout_ms;
     sl->cb = cb;
     sl->ud = ud;
+    sl->rpc = rpc;
+    sl->start_ns = ent_now_ns();
     snprintf(sl->trace, sizeof(sl->trace), "%s", trace_id != NULL ? trace_id : "");
     impl->stats.calls++;
     /* The send waits for a connected server within the same deadline. */

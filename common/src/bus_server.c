@@ -23,7 +23,12 @@
 
 #include "bus_int.h"
 #include "ent/log.h"
+#include "ent/metrics.h"
 #include "ent/util.h"
+
+static ent_counter bus_server_late =
+    ENT_COUNTER("entitle_bus_server_late_replies_total",
+                "Replies dropped because the caller's deadline passed");
 
 #define SERVER_DEFAULT_WORKERS 64u
 #define SERVER_MAX_WORKERS     65535u
@@ -299,6 +304,7 @@ static ent_err server_reply(struct ent_bus_server *s, uint64_t call_id, Entitle_
         /* The caller has given up (its aio timed out), and NNG would drop the reply
          * anyway: save the bytes. */
         impl->stats.late_replies++;
+        ent_counter_inc(&bus_server_late);
         ENT_LOG_INFO(sl->trace, "bus.late_reply", ENT_KV_U64("request_id", sl->request_id),
                      ENT_KV_U64("late_ms", ent_wall_ms() - sl->deadline_unix_ms));
         slot_next(sl);
