@@ -6,7 +6,7 @@
 
 ENT_PKGS_BUILD=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp libnng-dev
   libssl-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libyaml-dev libjansson-dev
-  libcurl4-openssl-dev libcmocka-dev)
+  libcurl4-openssl-dev libcmocka-dev libmongoc-dev libbson-dev)
 ENT_PKGS_RUN=(openssl curl ca-certificates)
 ENT_PKGS_TEST=(python3 python3-pip nginx-light wrk clang libclang-rt-14-dev)
 
