@@ -93,6 +93,15 @@ static ent_err result_fail(struct authd_result *r, const char *reason, const cha
 
 /* ---- identity --------------------------------------------------------------------------- */
 
+/* The 3-digit form of a 2- or 3-digit MNC. */
+static void mnc3(char out[4], const char *mnc)
+{
+    size_t n = strnlen(mnc, 3);
+    memset(out, '0', 3);
+    memcpy(out + 3 - n, mnc, n);
+    out[3] = '\0';
+}
+
 /* Checks the parsed identity against the realm prefix and the home networks. Both the realm
  * (3-digit MNC) and the IMSI (MCC || MNC of 2 or 3 digits) must name the same configured
  * network. */
@@ -102,12 +111,12 @@ static bool identity_home(const struct authd *a, const struct ent_eap_aka_identi
 
     if (strcasecmp(id->prefix, a->set.realm_prefix) != 0)
         return false;
-    snprintf(realm_mnc, sizeof(realm_mnc), "%s%s", strlen(id->mnc) == 2 ? "0" : "", id->mnc);
+    mnc3(realm_mnc, id->mnc);
     for (size_t i = 0; i < a->set.n_home; i++) {
         const struct authd_home_network *h = &a->set.home[i];
         char want[4];
         size_t ml = strlen(h->mnc);
-        snprintf(want, sizeof(want), "%s%s", ml == 2 ? "0" : "", h->mnc);
+        mnc3(want, h->mnc);
         if (strcmp(id->mcc, h->mcc) != 0 || strcmp(realm_mnc, want) != 0)
             continue;
         if (memcmp(id->imsi, h->mcc, 3) == 0 && strncmp(id->imsi + 3, h->mnc, ml) == 0)
