@@ -23,7 +23,12 @@ mkdir -p "$state"
 bin=$state/entitle-mongo-test-server
 scale=${ENTITLE_TEST_TIMEOUT_MULTIPLIER:-1}
 
+# ENTITLE_GO=/path/to/go picks a toolchain; ENTITLE_GO=none acts as if there were none.
 find_go() {
+  if [ -n "${ENTITLE_GO:-}" ]; then
+    [ "$ENTITLE_GO" != none ] && echo "$ENTITLE_GO"
+    return 0
+  fi
   if command -v go >/dev/null 2>&1; then
     command -v go
   elif [ -x /usr/local/go/bin/go ]; then
