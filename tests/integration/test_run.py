@@ -55,10 +55,13 @@ def get(url, timeout=3):
 def running(tmp_path):
     data = tmp_path / "data"
     ops = free_port_base(4)
-    bus = free_port_base(4)
+    bus = free_port_base(5)
+    device = free_port_base(1)
+    admin = free_port_base(1)
     proc = subprocess.Popen(
         [os.path.join(TOP, "run"), "--data", str(data), "--bin", BUILD, "--no-install",
-         "--ops-base", str(ops), "--bus-base", str(bus)],
+         "--ops-base", str(ops), "--bus-base", str(bus), "--device-port", str(device),
+         "--admin-port", str(admin)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TOP)
     lines = []
     deadline = time.time() + 60 * SCALE
@@ -76,14 +79,14 @@ def running(tmp_path):
         for f in (data / "log").glob("*.log") if (data / "log").exists() else []:
             logs += f"--- {f.name}\n{f.read_text()[-3000:]}"
         pytest.fail(f"./run did not become ready:\n{out}\n{logs}")
-    yield proc, out, data
+    yield proc, out, data, admin
     if proc.poll() is None:
         proc.kill()
         proc.wait()
 
 
 def test_run_serves_every_printed_url(running):
-    proc, out, data = running
+    proc, out, data, admin = running
     urls = sorted(set(re.findall(r"http://127\.0\.0\.1:\d+", out)))
     assert len(urls) == 4, out
     for base in urls:
@@ -103,7 +106,7 @@ def test_run_serves_every_printed_url(running):
 
 
 def test_gateway_pings_every_worker(running):
-    proc, out, data = running
+    proc, out, data, admin = running
     gw = re.search(r"gateway\s+(http://127\.0\.0\.1:\d+)", out).group(1)
     status, _, body = get(gw + "/readyz")
     assert status == 200, body
@@ -118,10 +121,10 @@ def test_gateway_pings_every_worker(running):
 
 
 def test_run_secrets_are_private(running):
-    proc, out, data = running
+    proc, out, data, admin = running
     names = sorted(os.listdir(data / "secrets"))
     assert any("admin" in n for n in names), names
-    for n in ("tls.crt", "tls.key", "kek.hex", "seal.keyring"):
+    for n in ("tls.crt", "tls.key", "kek.hex", "seal.keyring", "admin-tokens"):
         assert n in names
     for n in names:
         mode = stat.S_IMODE(os.stat(data / "secrets" / n).st_mode)
@@ -129,7 +132,7 @@ def test_run_secrets_are_private(running):
 
 
 def test_run_stops_cleanly_on_sigterm(running):
-    proc, out, data = running
+    proc, out, data, admin = running
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60 * SCALE)
     assert proc.returncode == 0, rest
@@ -140,3 +143,23 @@ def test_run_stops_cleanly_on_sigterm(running):
         names = [e["event"] for e in events]
         assert "daemon.drain" in names and "daemon.exit" in names, (d, names)
         assert all(e["daemon"] == d for e in events)
+
+
+def test_run_provisions_demo_sims(running):
+    proc, out, data, admin = running
+    assert "(3/3 provisioned)" in out, out
+    token = (data / "secrets" / "admin-token").read_text().strip()
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(data / "secrets" / "tls.crt"))
+    req = urllib.request.Request(f"https://127.0.0.1:{admin}/v1/subscribers/001010000000001",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+        sub = json.loads(r.read())
+    assert sub["imsi"] == "001010000000001"
+    assert "k" not in sub and "opc" not in sub
+    # The API refuses a request without the token.
+    try:
+        urllib.request.urlopen(f"https://127.0.0.1:{admin}/v1/subscribers", context=ctx, timeout=5)
+        assert False, "expected 401"
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
