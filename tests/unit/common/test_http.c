@@ -59,6 +59,7 @@ struct fx {
     bool eof;
     int connect_errno;
     SSL_CTX *cctx;
+    SSL_CTX *reload; /* given to ent_http_server_set_tls() before the client starts */
     int tls_max;
     int tls_version;
 };
@@ -150,6 +151,8 @@ static void fx_run(struct fx *f, struct ent_http_server_cfg *cfg, client_fn clie
     assert_int_equal(ent_http_server_init(&f->srv, &f->loop, cfg, on_request, f), ENT_OK);
     f->port = ent_http_server_port(&f->srv);
     assert_true(f->port > 0);
+    if (f->reload != NULL)
+        ent_http_server_set_tls(&f->srv, f->reload);
     uv_async_init(&f->loop, &f->done, on_done);
     f->done.data = f;
     uv_timer_init(&f->loop, &f->timer);
@@ -382,6 +385,62 @@ static void test_http_pipelined_in_order(void **state)
     assert_string_equal(body_of(f.got[0]), "slow");
     assert_string_equal(body_of(f.got[1]), "second");
     assert_string_equal(body_of(f.got[2]), "GET /third q=- x=-");
+}
+
+#define BURST 3000
+
+struct burst {
+    struct cl *c;
+    int rc;
+};
+
+static void *burst_send(void *arg)
+{
+    struct burst *b = arg;
+    static char all[BURST * 48];
+    size_t len = 0;
+    for (int i = 0; i < BURST; i++)
+        len += (size_t)snprintf(all + len, sizeof(all) - len,
+                                "GET /p/%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+    b->rc = cl_send(b->c, all);
+    return NULL;
+}
+
+/* Many pipelined requests at once: more than the server parks before it stops reading,
+ * and more responses than it queues before it stops parsing. All come back in order. */
+static void cl_burst(struct fx *f)
+{
+    struct cl c;
+    CL_CHECK(f, cl_connect(f, &c) == 0);
+    struct burst b = {.c = &c};
+    pthread_t t;
+    CL_CHECK(f, pthread_create(&t, NULL, burst_send, &b) == 0);
+    int ok = 0;
+    for (int i = 0; i < BURST; i++) {
+        f->n_got = 0;
+        if (cl_response(f, &c) != 0)
+            break;
+        char want[64];
+        snprintf(want, sizeof(want), "GET /p/%d q=- x=-", i);
+        if (strcmp(body_of(f->got[0]), want) != 0)
+            break;
+        ok++;
+    }
+    pthread_join(t, NULL);
+    f->n_got = ok;
+    CL_CHECK(f, b.rc == 0);
+    cl_close(&c);
+}
+
+static void test_http_pipelined_burst_in_order(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    struct ent_http_server_cfg cfg = {0};
+    fx_run(&f, &cfg, cl_burst);
+    fx_finish(&f);
+    assert_int_equal(f.n_got, BURST);
+    assert_int_equal(f.srv.stats.requests, BURST);
 }
 
 /* Sends `req`, expects one response and then the connection closed. */
@@ -702,26 +761,36 @@ static void cl_tls(struct fx *f)
     cl_close(&c);
 }
 
-static void run_tls(int max_version, int want_version)
+/* reload: the server starts with one certificate and is switched to a second one, which
+ * is the only one the client trusts. */
+static void run_tls(int max_version, int want_version, bool reload)
 {
-    struct ent_test_cert tc;
+    struct ent_test_cert tc, tc2;
     assert_int_equal(ent_test_cert_make(&tc), 0);
+    assert_int_equal(ent_test_cert_make(&tc2), 0);
     char err[256] = "";
-    SSL_CTX *sctx = NULL;
+    SSL_CTX *sctx = NULL, *sctx2 = NULL;
     ent_err rc = ent_tls_server_ctx_new(&sctx, tc.cert_file, tc.key_file, NULL, err, sizeof(err));
     if (rc != ENT_OK)
         fail_msg("server ctx: %s", err);
+    rc = ent_tls_server_ctx_new(&sctx2, tc2.cert_file, tc2.key_file, NULL, err, sizeof(err));
+    if (rc != ENT_OK)
+        fail_msg("server ctx: %s", err);
     struct fx f = {0};
-    rc = ent_tls_client_ctx_new(&f.cctx, tc.cert_file, NULL, NULL, err, sizeof(err));
+    rc = ent_tls_client_ctx_new(&f.cctx, reload ? tc2.cert_file : tc.cert_file, NULL, NULL, err,
+                                sizeof(err));
     if (rc != ENT_OK)
         fail_msg("client ctx: %s", err);
     f.tls_max = max_version;
+    f.reload = reload ? sctx2 : NULL;
     struct ent_http_server_cfg cfg = {.tls = sctx};
     fx_run(&f, &cfg, cl_tls);
     SSL_CTX_free(sctx); /* the server holds its own reference */
+    SSL_CTX_free(sctx2);
     fx_finish(&f);
     SSL_CTX_free(f.cctx);
     ent_test_cert_remove(&tc);
+    ent_test_cert_remove(&tc2);
     assert_int_equal(f.tls_version, want_version);
     assert_int_equal(f.n_got, 3);
     assert_string_equal(body_of(f.got[0]), "GET /tls q=x x=-");
@@ -733,13 +802,19 @@ static void run_tls(int max_version, int want_version)
 static void test_http_tls13_request(void **state)
 {
     (void)state;
-    run_tls(0, TLS1_3_VERSION);
+    run_tls(0, TLS1_3_VERSION, false);
 }
 
 static void test_http_tls12_request(void **state)
 {
     (void)state;
-    run_tls(TLS1_2_VERSION, TLS1_2_VERSION);
+    run_tls(TLS1_2_VERSION, TLS1_2_VERSION, false);
+}
+
+static void test_http_tls_reload_uses_new_cert(void **state)
+{
+    (void)state;
+    run_tls(0, TLS1_3_VERSION, true);
 }
 
 static void test_tls_ctx_rejects_missing_files(void **state)
@@ -761,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_http_simple_get),
         cmocka_unit_test(test_http_keep_alive),
         cmocka_unit_test(test_http_pipelined_in_order),
+        cmocka_unit_test(test_http_pipelined_burst_in_order),
         cmocka_unit_test(test_http_header_too_large_431),
         cmocka_unit_test(test_http_body_too_large_413),
         cmocka_unit_test(test_http_url_too_long_414),
@@ -774,6 +850,7 @@ int main(void)
         cmocka_unit_test(test_http_init_rejects_bad_listen),
         cmocka_unit_test(test_http_tls13_request),
         cmocka_unit_test(test_http_tls12_request),
+        cmocka_unit_test(test_http_tls_reload_uses_new_cert),
         cmocka_unit_test(test_tls_ctx_rejects_missing_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
