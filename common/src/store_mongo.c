@@ -59,11 +59,13 @@ static ent_counter mg_errors = ENT_COUNTER("entitle_store_mongo_errors_total",
                                            "primary, ESTORE = anything else)",
                                            "op", "reason");
 
-#define MG_NEVER             INT64_MAX
-#define MG_SELECT_TIMEOUT_MS 5000  /* serverSelectionTimeoutMS unless the URI says */
-#define MG_HEARTBEAT_MS      2000  /* heartbeatFrequencyMS unless the URI says */
-#define MG_WTIMEOUT_MS       10000 /* majority write timeout unless the URI says */
-#define MG_RETRIES           16    /* bound on the insert/update races of one op */
+#define MG_NEVER              INT64_MAX
+#define MG_SELECT_TIMEOUT_MS  5000  /* serverSelectionTimeoutMS unless the URI says */
+#define MG_HEARTBEAT_MS       2000  /* heartbeatFrequencyMS unless the URI says */
+#define MG_SOCKET_TIMEOUT_MS  10000 /* socketTimeoutMS unless the URI says */
+#define MG_CONNECT_TIMEOUT_MS 2000  /* connectTimeoutMS unless the URI says */
+#define MG_WTIMEOUT_MS        10000 /* majority write timeout unless the URI says */
+#define MG_RETRIES            16    /* bound on the insert/update races of one op */
 /* Counter ids start with a digit (mg_counter_id), so this one cannot collide. */
 #define MG_OUTBOX_SEQ_ID "#outbox"
 #define MG_COUNTERS      "counters"
@@ -560,6 +562,10 @@ static ent_err mg_open(struct ent_store **out, const struct ent_store_cfg *cfg, 
      * lost or returning server within seconds, and retry a write once across a failover. */
     mg_uri_default(m->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, MG_SELECT_TIMEOUT_MS);
     mg_uri_default(m->uri, MONGOC_URI_HEARTBEATFREQUENCYMS, MG_HEARTBEAT_MS);
+    /* A hung server must not hold a caller (or /readyz on the loop) for libmongoc's default
+     * 300 s: every store op is one small document or one page. */
+    mg_uri_default(m->uri, MONGOC_URI_SOCKETTIMEOUTMS, MG_SOCKET_TIMEOUT_MS);
+    mg_uri_default(m->uri, MONGOC_URI_CONNECTTIMEOUTMS, MG_CONNECT_TIMEOUT_MS);
     if (!mongoc_uri_has_option(m->uri, MONGOC_URI_RETRYWRITES))
         mongoc_uri_set_option_as_bool(m->uri, MONGOC_URI_RETRYWRITES, true);
     if (!mongoc_uri_has_option(m->uri, MONGOC_URI_RETRYREADS))
