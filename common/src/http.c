@@ -462,8 +462,19 @@ static void conn_close(struct ent_http_conn *c)
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     struct ent_http_conn *c = req->data;
-    if (status < 0 && c->state != ENT_HTTP_CONN_CLOSED)
+    if (c->state == ENT_HTTP_CONN_CLOSED)
+        return;
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    /* Everything is out and FIN sent: give the peer a moment to read and close. */
+    struct ent_http_server *srv = c->srv;
+    uint64_t linger = LINGER_MS;
+    if (srv->cfg.read_timeout_ms < linger)
+        linger = srv->cfg.read_timeout_ms;
+    c->linger_deadline = uv_now(srv->loop) + linger;
+    conn_arm(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -493,10 +504,8 @@ static void conn_linger(struct ent_http_conn *c)
     c->pending_off = 0;
     c->read_deadline = 0;
     c->idle_deadline = 0;
-    uint64_t linger = LINGER_MS;
-    if (srv->cfg.read_timeout_ms < linger)
-        linger = srv->cfg.read_timeout_ms;
-    c->linger_deadline = uv_now(srv->loop) + linger;
+    /* The linger clock starts in on_shutdown, once the last bytes are out; until then a
+     * slow reader is bounded by the write deadline. */
     c->shutdown_req.data = c;
     int r = uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
     if (r < 0) {
