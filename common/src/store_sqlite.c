@@ -438,6 +438,30 @@ static void sq_close(struct ent_store *s)
     free(q);
 }
 
+/* Switches the file to WAL. When several processes open a new file at once (the four
+ * daemons under ./run), the switch can answer SQLITE_BUSY without consulting the busy
+ * handler, so retry it ourselves for up to busy_ms. */
+static int sq_enable_wal(sqlite3 *db, uint64_t busy_ms)
+{
+    uint64_t deadline = ent_now_ms() + busy_ms;
+    for (;;) {
+        sqlite3_stmt *st = NULL;
+        int r = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (r == SQLITE_OK) {
+            r = sqlite3_step(st);
+            if (r == SQLITE_ROW) {
+                const unsigned char *mode = sqlite3_column_text(st, 0);
+                r = mode != NULL && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK
+                                                                           : SQLITE_CANTOPEN;
+            }
+        }
+        sqlite3_finalize(st);
+        if ((r & 0xff) != SQLITE_BUSY || ent_now_ms() >= deadline)
+            return r;
+        sqlite3_sleep(10);
+    }
+}
+
 static ent_err sq_open(struct ent_store **out, const struct ent_store_cfg *cfg, char *err,
                        size_t err_len)
 {
@@ -470,17 +494,7 @@ static ent_err sq_open(struct ent_store **out, const struct ent_store_cfg *cfg, 
         /* journal_mode answers with the mode now in force; anything but "wal" (e.g. a file
          * system without shared memory) is an error rather than a silent downgrade. */
         what = "journal_mode";
-        sqlite3_stmt *st = NULL;
-        r = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
-        if (r == SQLITE_OK) {
-            r = sqlite3_step(st);
-            if (r == SQLITE_ROW) {
-                const unsigned char *mode = sqlite3_column_text(st, 0);
-                r = mode != NULL && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK
-                                                                           : SQLITE_CANTOPEN;
-            }
-        }
-        sqlite3_finalize(st);
+        r = sq_enable_wal(q->db, busy_ms);
     }
     if (r == SQLITE_OK) {
         what = "pragmas";

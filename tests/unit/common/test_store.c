@@ -823,6 +823,9 @@ static void race_child(const char *db_path, const char *database, const char *ou
     char b = 'r';
     if (write(ready_fd, &b, 1) != 1)
         _exit(8);
+    /* Closed at once, so a sibling that dies before writing shows up in the parent as EOF
+     * instead of a wait for ever. */
+    close(ready_fd);
     while (read(go_fd, &b, 1) < 0 && errno == EINTR) {
     }
     int64_t prev = 0;
