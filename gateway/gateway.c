@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The gateway's ops table, its upstream bus clients and the worker pings. The gateway is
- * ready when its store is open, its bus is bound, and every configured worker kind answered
- * a Ping within the last three ping intervals: without authd and policyd it cannot serve a
- * single device request, so a load balancer should not send it any. */
+/* The gateway's ops table, configuration keys, life cycle (start, drain, stop, SIGHUP),
+ * its main-loop bus clients and the worker pings. The device listener shards are in
+ * frontend.c, change events in events.c. The gateway is ready when its store is open, its
+ * bus is bound, its device listener is up and every configured worker kind answered a Ping
+ * within the last three ping intervals: without authd and policyd it cannot serve a single
+ * device request, so a load balancer should not send it any. */
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +32,63 @@ static const struct ent_cfg_key gw_keys[] = {
                 600000, "deadline of one upstream RPC"),
     ENT_CFG_KEY("upstream", "ping_interval", ENT_CFG_DURATION, struct gw_cfg, ping_interval, "2s",
                 10, 600000, "how often each worker kind is pinged"),
+    ENT_CFG_KEY("upstream", "retry_after", ENT_CFG_INT, struct gw_cfg, retry_after, "5", 1, 3600,
+                "Retry-After seconds on 503 when a worker is down, slow or saturated"),
+    ENT_CFG_KEY("device", "listen", ENT_CFG_STR, struct gw_cfg, device_listen, "127.0.0.1:8443", 0,
+                0, "device-facing HTTPS listener (host:port; port 0 picks one)"),
+    ENT_CFG_KEY(
+        "device", "tls", ENT_CFG_BOOL, struct gw_cfg, device_tls, "true", 0, 0,
+        "TLS on the device listener (false only behind a TLS-terminating proxy or in tests)"),
+    ENT_CFG_KEY("device", "tls_cert", ENT_CFG_STR, struct gw_cfg, device_tls_cert, NULL, 0, 0,
+                "PEM certificate chain of the device listener (reloaded on SIGHUP)"),
+    ENT_CFG_KEY("device", "tls_key", ENT_CFG_STR, struct gw_cfg, device_tls_key, NULL, 0, 0,
+                "PEM private key of the device listener (reloaded on SIGHUP)"),
+    ENT_CFG_KEY("device", "path", ENT_CFG_STR, struct gw_cfg, device_path, "/", 0, 0,
+                "path of the entitlement endpoint"),
+    ENT_CFG_KEY("device", "loops", ENT_CFG_INT, struct gw_cfg, device_loops, "0", 0, 256,
+                "listener loop threads sharing the port (SO_REUSEPORT); 0 = number of cores"),
+    ENT_CFG_KEY("device", "max_body", ENT_CFG_SIZE, struct gw_cfg, device_max_body, "16k", 256,
+                1048576, "largest request body (413 beyond)"),
+    ENT_CFG_KEY("device", "max_url", ENT_CFG_SIZE, struct gw_cfg, device_max_url, "8k", 256, 65536,
+                "longest request target (414 beyond)"),
+    ENT_CFG_KEY("device", "max_headers", ENT_CFG_SIZE, struct gw_cfg, device_max_headers, "16k",
+                1024, 262144, "total header bytes (431 beyond)"),
+    ENT_CFG_KEY("device", "max_connections", ENT_CFG_INT, struct gw_cfg, device_max_connections,
+                "10000", 1, 1000000, "open connections per loop"),
+    ENT_CFG_KEY("device", "read_timeout", ENT_CFG_DURATION, struct gw_cfg, device_read_timeout,
+                "10s", 100, 600000, "TLS handshake and a started request must complete within"),
+    ENT_CFG_KEY("device", "idle_timeout", ENT_CFG_DURATION, struct gw_cfg, device_idle_timeout,
+                "60s", 100, 3600000, "keep-alive idle time"),
+    ENT_CFG_KEY("device", "write_timeout", ENT_CFG_DURATION, struct gw_cfg, device_write_timeout,
+                "10s", 100, 600000, "a response must drain within"),
+    ENT_CFG_KEY("device", "plmn_header", ENT_CFG_STR, struct gw_cfg, device_plmn_header, NULL, 0, 0,
+                "trusted request header carrying the visited PLMN (MCC+MNC); unset: none"),
+    ENT_CFG_KEY("document", "vers_validity", ENT_CFG_INT, struct gw_cfg, vers_validity, "172800", 0,
+                31536000, "VERS validity (seconds) in every document"),
+    ENT_CFG_KEY("cache", "decisions", ENT_CFG_INT, struct gw_cfg, cache_decisions, "100000", 0,
+                10000000, "decision cache entries (0 disables)"),
+    ENT_CFG_KEY("cache", "decision_bytes", ENT_CFG_SIZE, struct gw_cfg, cache_decision_bytes,
+                "256m", 4096, 68719476736LL, "decision cache memory bound"),
+    ENT_CFG_KEY("cache", "decision_ttl", ENT_CFG_DURATION, struct gw_cfg, cache_decision_ttl, "10m",
+                1, 86400000, "decision cache entry lifetime"),
+    ENT_CFG_KEY("cache", "tokens", ENT_CFG_INT, struct gw_cfg, cache_tokens, "100000", 0, 10000000,
+                "positive token cache entries (0 disables)"),
+    ENT_CFG_KEY("cache", "token_ttl", ENT_CFG_DURATION, struct gw_cfg, cache_token_ttl, "60s", 1,
+                86400000, "token cache entry lifetime (bounds staleness if an event is lost)"),
+    ENT_CFG_KEY("ratelimit", "enabled", ENT_CFG_BOOL, struct gw_cfg, ratelimit_enabled, "true", 0,
+                0, "per client IP and per subscriber token buckets (429 + Retry-After)"),
+    ENT_CFG_KEY("ratelimit", "ip_rate", ENT_CFG_INT, struct gw_cfg, ratelimit_ip_rate, "50", 1,
+                10000000, "requests per second per client IP"),
+    ENT_CFG_KEY("ratelimit", "ip_burst", ENT_CFG_INT, struct gw_cfg, ratelimit_ip_burst, "200", 1,
+                10000000, "burst per client IP"),
+    ENT_CFG_KEY("ratelimit", "subscriber_rate", ENT_CFG_INT, struct gw_cfg,
+                ratelimit_subscriber_rate, "2", 1, 10000000, "requests per second per subscriber"),
+    ENT_CFG_KEY("ratelimit", "subscriber_burst", ENT_CFG_INT, struct gw_cfg,
+                ratelimit_subscriber_burst, "30", 1, 10000000, "burst per subscriber"),
+    ENT_CFG_KEY("events", "policyd", ENT_CFG_STRLIST, struct gw_cfg, events_policyd,
+                "tcp://127.0.0.1:7112", 0, 0,
+                "policyd change-event publishers (empty: no cache invalidation by events; keep "
+                "cache TTLs short)"),
 };
 
 const char *gw_worker_name(enum gw_worker w)
@@ -116,7 +175,9 @@ static ent_err gw_start(struct ent_daemon *d)
     struct gw_cfg *cfg = gw_cfg_of(d);
     struct ent_bus_tls_cfg tls_storage;
     const struct ent_bus_tls_cfg *tls = ent_daemon_bus_tls(d, &tls_storage);
+    ent_err rc;
     g->daemon = d;
+    g->cfg = cfg;
     for (int i = 0; i < GW_WORKER_COUNT; i++) {
         struct gw_upstream *u = &g->up[i];
         u->kind = (enum gw_worker)i;
@@ -129,7 +190,7 @@ static ent_err gw_start(struct ent_daemon *d)
             .tls = tls,
             .caller = "gateway",
         };
-        ent_err rc = ent_bus_client_init(&u->client, &d->loop, &bc);
+        rc = ent_bus_client_init(&u->client, &d->loop, &bc);
         if (rc != ENT_OK) {
             ENT_LOG_ERROR(NULL, "gateway.upstream_failed", ENT_KV_STR("worker", gw_worker_name(i)),
                           ENT_KV_STR("reason", ent_strerror(rc)));
@@ -139,9 +200,34 @@ static ent_err gw_start(struct ent_daemon *d)
         ent_gauge_set(&worker_up, 0.0, gw_worker_name(i));
     }
     uv_timer_init(&d->loop, &g->ping_timer);
+    g->ping_timer_open = true;
     g->ping_timer.data = g;
     uv_timer_start(&g->ping_timer, on_ping_timer, 0, cfg->ping_interval);
-    return ENT_OK;
+
+    rc = gw_cache_init(&g->decisions, "decision", (size_t)cfg->cache_decisions,
+                       (size_t)cfg->cache_decision_bytes, cfg->cache_decision_ttl, true);
+    if (rc != ENT_OK)
+        return rc;
+    rc = gw_cache_init(&g->tokens, "token", (size_t)cfg->cache_tokens,
+                       (size_t)cfg->cache_tokens * 512 + 4096, cfg->cache_token_ttl, false);
+    if (rc != ENT_OK) {
+        gw_cache_fini(&g->decisions);
+        return rc;
+    }
+    g->caches_ready = true;
+    double on = cfg->ratelimit_enabled ? 1.0 : 0.0;
+    rc = gw_ratelimit_init(&g->rl_ip, 65536, on * (double)cfg->ratelimit_ip_rate,
+                           (double)cfg->ratelimit_ip_burst);
+    if (rc == ENT_OK)
+        rc = gw_ratelimit_init(&g->rl_sub, 262144, on * (double)cfg->ratelimit_subscriber_rate,
+                               (double)cfg->ratelimit_subscriber_burst);
+    g->rl_ready = true;
+    if (rc != ENT_OK)
+        return rc;
+    rc = gw_events_start(g);
+    if (rc != ENT_OK)
+        return rc;
+    return gw_frontend_start(g);
 }
 
 static bool gw_ready(struct ent_daemon *d, struct ent_buf *detail)
@@ -164,6 +250,10 @@ static bool gw_ready(struct ent_daemon *d, struct ent_buf *detail)
                        u->peer_instance, u->last_error);
     }
     ent_buf_append_str(detail, "}");
+    ent_buf_printf(detail, ",\"device\":{\"port\":%d,\"loops\":%zu,\"tls\":%s}", g->device_port,
+                   g->n_shards, g->tls ? "true" : "false");
+    if (g->device_port <= 0)
+        ready = false;
     return ready;
 }
 
@@ -174,7 +264,17 @@ static size_t gw_inflight(struct ent_daemon *d)
     for (int i = 0; i < GW_WORKER_COUNT; i++)
         if (g->up[i].configured)
             n += ent_bus_client_inflight(&g->up[i].client);
-    return n;
+    return n + gw_frontend_inflight(g);
+}
+
+static void gw_drain(struct ent_daemon *d)
+{
+    gw_frontend_drain(gw_of(d));
+}
+
+static void gw_reload(struct ent_daemon *d)
+{
+    gw_frontend_reload_tls(gw_of(d));
 }
 
 static void on_gw_handle_closed(uv_handle_t *h)
@@ -192,11 +292,33 @@ static void gw_stop(struct ent_daemon *d)
     struct gw *g = gw_of(d);
     if (g->daemon == NULL)
         return; /* start never ran */
-    uv_timer_stop(&g->ping_timer);
-    uv_close((uv_handle_t *)&g->ping_timer, on_gw_handle_closed);
+    gw_frontend_stop(g);
+    gw_events_stop(g);
+    if (g->ping_timer_open) {
+        uv_timer_stop(&g->ping_timer);
+        uv_close((uv_handle_t *)&g->ping_timer, on_gw_handle_closed);
+        g->ping_timer_open = false;
+    }
     for (int i = 0; i < GW_WORKER_COUNT; i++)
-        if (g->up[i].configured)
+        if (g->up[i].configured) {
             ent_bus_client_close(&g->up[i].client, on_upstream_closed);
+            g->up[i].configured = false;
+        }
+    /* The shards are joined: nothing uses the shared state any more. */
+    if (g->caches_ready) {
+        gw_cache_fini(&g->decisions);
+        gw_cache_fini(&g->tokens);
+        g->caches_ready = false;
+    }
+    if (g->rl_ready) {
+        gw_ratelimit_fini(&g->rl_ip);
+        gw_ratelimit_fini(&g->rl_sub);
+        g->rl_ready = false;
+    }
+    if (g->tls) {
+        SSL_CTX_free(g->tls);
+        g->tls = NULL;
+    }
 }
 
 const struct ent_daemon_ops gw_daemon = {
@@ -210,5 +332,7 @@ const struct ent_daemon_ops gw_daemon = {
     .start = gw_start,
     .ready = gw_ready,
     .inflight = gw_inflight,
+    .drain = gw_drain,
     .stop = gw_stop,
+    .reload = gw_reload,
 };

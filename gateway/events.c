@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* policyd's change events → the gateway's caches (DESIGN.md §2 "Decision cache and
+ * staleness"). One SUB socket on the main loop dials every configured publisher; each event
+ * drops what it makes stale, at once, for every shard (the caches are shared):
+ *
+ *   CHANGE_SUBSCRIBER      that subscriber's decisions
+ *   CHANGE_TOKENS_REVOKED  that subscriber's decisions and cached tokens
+ *   CHANGE_ALL             every decision (plans, roaming rules, rollouts)
+ *   gap (lost events, publisher restart, (re)connect)  every decision and every token
+ *
+ * The caches' epoch makes a fill that raced with an event lose (cache.h). */
+#include <string.h>
+
+#include "ent/log.h"
+#include "ent/metrics.h"
+#include "gateway.h"
+
+static ent_counter events_total =
+    ENT_COUNTER("entitle_gateway_events_total", "policyd change events received by kind and gap",
+                "kind", "gap");
+static ent_counter cache_flushes =
+    ENT_COUNTER("entitle_gateway_cache_flushes_total",
+                "Whole-cache flushes by reason (gap, change_all)", "reason");
+
+static const char *kind_name(int kind)
+{
+    switch (kind) {
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER:
+        return "subscriber";
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_TOKENS_REVOKED:
+        return "tokens_revoked";
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_ALL:
+        return "all";
+    default:
+        return "other";
+    }
+}
+
+void gw_events_apply(struct gw *g, int kind, const char *subscriber_id, bool gap)
+{
+    atomic_fetch_add(&g->events_seen, 1);
+    ent_counter_inc(&events_total, kind_name(kind), gap ? "true" : "false");
+    if (gap) {
+        size_t nd = gw_cache_flush(&g->decisions);
+        size_t nt = gw_cache_flush(&g->tokens);
+        ent_counter_inc(&cache_flushes, "gap");
+        ENT_LOG_INFO(NULL, "gateway.events_gap_flush", ENT_KV_U64("decisions", nd),
+                     ENT_KV_U64("tokens", nt));
+    }
+    bool has_sub = subscriber_id && subscriber_id[0];
+    switch (kind) {
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER:
+        if (has_sub)
+            gw_cache_drop_subject(&g->decisions, subscriber_id);
+        else
+            gw_cache_flush(&g->decisions);
+        break;
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_TOKENS_REVOKED:
+        if (has_sub) {
+            gw_cache_drop_subject(&g->decisions, subscriber_id);
+            gw_cache_drop_subject(&g->tokens, subscriber_id);
+        } else {
+            gw_cache_flush(&g->decisions);
+            gw_cache_flush(&g->tokens);
+        }
+        break;
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_ALL:
+    default:
+        /* An unknown kind from a newer policyd: be safe. */
+        gw_cache_flush(&g->decisions);
+        ent_counter_inc(&cache_flushes, "change_all");
+        break;
+    }
+}
+
+static void on_event(const Entitle__V1__ChangeEvent *ev, bool gap, void *ud)
+{
+    struct gw *g = ud;
+    gw_events_apply(g, ev->kind, ev->subscriber_id, gap);
+}
+
+ent_err gw_events_start(struct gw *g)
+{
+    struct gw_cfg *cfg = g->cfg;
+    if (cfg->events_policyd.n == 0) {
+        ENT_LOG_WARN(NULL, "gateway.events_off",
+                     ENT_KV_STR("effect", "cached decisions live until their TTL"));
+        return ENT_OK;
+    }
+    struct ent_bus_tls_cfg tls_storage;
+    const struct ent_bus_tls_cfg *tls = ent_daemon_bus_tls(g->daemon, &tls_storage);
+    ent_err rc =
+        ent_bus_sub_init(&g->sub, &g->daemon->loop, (const char *const *)cfg->events_policyd.items,
+                         cfg->events_policyd.n, tls, on_event, g);
+    if (rc != ENT_OK) {
+        ENT_LOG_ERROR(NULL, "gateway.events_failed", ENT_KV_STR("reason", ent_strerror(rc)));
+        return rc;
+    }
+    g->sub_open = true;
+    return ENT_OK;
+}
+
+static void on_sub_closed(struct ent_bus_sub *s)
+{
+    (void)s;
+}
+
+void gw_events_stop(struct gw *g)
+{
+    if (g->sub_open) {
+        ent_bus_sub_close(&g->sub, on_sub_closed);
+        g->sub_open = false;
+    }
+}
