@@ -36,9 +36,33 @@
 
 #include "ent/http.h"
 #include "ent/log.h"
+#include "ent/metrics.h"
 #include "ent/tls.h"
 #include "ent/util.h"
 #include "http_int.h"
+
+/* Every server (ops, device, admin) counts into the same families, labelled by its name. */
+static ent_counter http_responses =
+    ENT_COUNTER("entitle_http_responses_total", "HTTP responses sent, by server and status code",
+                "server", "code");
+static ent_histogram http_duration = ENT_HISTOGRAM(
+    "entitle_http_request_duration_seconds",
+    "Time from the first byte of a request to its response being queued",
+    ENT_BUCKETS(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5),
+    "server");
+static ent_counter http_conn_events =
+    ENT_COUNTER("entitle_http_connection_events_total",
+                "Connections accepted or rejected (max_connections) and closed by a timeout",
+                "server", "event");
+
+static void http_count_response(const struct ent_http_server *srv, int status, uint64_t start_ns)
+{
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    ent_counter_inc(&http_responses, srv->name, code);
+    if (start_ns != 0)
+        ent_histogram_observe(&http_duration, (double)(ent_now_ns() - start_ns) / 1e9, srv->name);
+}
 
 #define RBUF_SIZE   65536
 #define TBUF_SIZE   16384
@@ -334,6 +358,7 @@ static void on_conn_timer(uv_timer_t *t)
         return;
     if (c->write_deadline != 0 && now >= c->write_deadline) {
         srv->stats.write_timeouts++;
+        ent_counter_inc(&http_conn_events, srv->name, "write_timeout");
         ENT_LOG_INFO(NULL, "http.write_timeout", ENT_KV_STR("server", srv->name),
                      ENT_KV_STR("peer", c->peer));
         conn_close(c);
@@ -354,6 +379,8 @@ static void on_conn_timer(uv_timer_t *t)
             ENT_LOG_INFO(NULL, "http.read_timeout", ENT_KV_STR("server", srv->name),
                          ENT_KV_STR("peer", c->peer));
             srv->stats.responses[4]++;
+            http_count_response(srv, 408, 0);
+            ent_counter_inc(&http_conn_events, srv->name, "read_timeout");
             if (build_response(srv, 408, false, NULL, 0, NULL, 0, false) == ENT_OK)
                 conn_write(c, srv->out.data, srv->out.len);
             conn_linger(c);
@@ -364,6 +391,7 @@ static void on_conn_timer(uv_timer_t *t)
     }
     if (c->idle_deadline != 0 && now >= c->idle_deadline) {
         srv->stats.idle_timeouts++;
+        ent_counter_inc(&http_conn_events, srv->name, "idle_timeout");
         conn_linger(c);
         return;
     }
@@ -532,6 +560,7 @@ static void conn_fail(struct ent_http_conn *c, int status, const char *event, co
     ENT_LOG_INFO(NULL, event, ENT_KV_STR("server", srv->name), ENT_KV_STR("peer", c->peer),
                  ENT_KV_I64("status", status), ENT_KV_STR("reason", reason));
     srv->stats.responses[status / 100]++;
+    http_count_response(srv, status, 0);
     const char *text = status_reason(status);
     if (build_response(srv, status, false, NULL, 0, text, strlen(text), true) == ENT_OK)
         conn_write(c, srv->out.data, srv->out.len);
@@ -919,6 +948,7 @@ static void conn_tls_input(struct ent_http_conn *c, const char *data, size_t len
             char reason[160];
             ent_tls_error_string("tls handshake", reason, sizeof(reason));
             srv->stats.tls_handshake_errors++;
+            ent_counter_inc(&http_conn_events, srv->name, "tls_handshake_failed");
             ENT_LOG_INFO(NULL, "http.tls_handshake_failed", ENT_KV_STR("server", srv->name),
                          ENT_KV_STR("peer", c->peer), ENT_KV_STR("reason", reason));
             conn_linger(c); /* lets the alert reach the peer */
@@ -1048,6 +1078,7 @@ ent_err ent_http_respond(struct ent_http_server *srv, uint64_t id, int status,
     c->req_active = false;
     srv->inflight--;
     srv->stats.responses[status / 100]++;
+    http_count_response(srv, status, c->start_ns);
     conn_write(c, srv->out.data, srv->out.len);
     if (c->state != ENT_HTTP_CONN_OPEN)
         return ENT_OK;
@@ -1124,6 +1155,7 @@ static void on_connection(uv_stream_t *server, int status)
     format_peer(&c->tcp, c->peer, sizeof(c->peer));
     if (srv->n_free == 0) {
         srv->stats.conns_rejected++;
+        ent_counter_inc(&http_conn_events, srv->name, "rejected");
         ENT_LOG_INFO(NULL, "http.conn_rejected", ENT_KV_STR("server", srv->name),
                      ENT_KV_STR("peer", c->peer), ENT_KV_U64("max", srv->cfg.max_connections));
         conn_close(c);
@@ -1133,6 +1165,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->has_slot = true;
     srv->slots[c->slot] = c;
     srv->stats.conns_accepted++;
+    ent_counter_inc(&http_conn_events, srv->name, "accepted");
     uv_tcp_nodelay(&c->tcp, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
