@@ -736,7 +736,8 @@ static void continue_eap(struct gw_call *c)
 
 static void token_accepted(struct gw_call *c, const char *imsi, uint64_t expiry_unix)
 {
-    copy_str(c->imsi, sizeof(c->imsi), imsi);
+    if (imsi != c->imsi)
+        copy_str(c->imsi, sizeof(c->imsi), imsi);
     uint64_t now_s = ent_wall_ms() / 1000;
     c->token_validity = expiry_unix > now_s ? (int64_t)(expiry_unix - now_s) : 0;
     start_decision(c);

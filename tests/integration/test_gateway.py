@@ -224,3 +224,232 @@ def test_gateway_first_time_flow_xml_get(stack, tmp_path):
     # PROTOCOL §5.1: parm elements, nothing nested in ap2004/ap2005 (v2.0: flat ap2003 too)
     assert "<param " not in doc and "VoiceOverCellularEntitleInfo" not in doc
     assert "eap-relay-packet" not in doc
+
+
+def test_gateway_first_time_flow_json_post_several_apps(stack, tmp_path):
+    out = stack.device(SUB2, "--post", "--apps", "ap2004,ap2005,ap2016", "--version", "10.0",
+                       check=0)
+    assert out["status"] == 200 and out["content_type"] == "application/json", out
+    doc = json.loads(out["document"])
+    assert set(doc) == {"Vers", "Token", "ap2004", "ap2005", "ap2016"}, doc
+    assert all(isinstance(v, str) for v in doc["ap2004"].values())
+    assert doc["ap2004"]["EntitlementStatus"] == "1"
+    assert doc["ap2016"]["EntitlementStatus"] == "2"  # policyd does not decide SatMode
+    assert "eap-relay-packet" not in doc and "AppID" not in doc["ap2004"]
+
+
+def test_gateway_old_cookie_style_and_aka_prime(stack):
+    # older AOSP replays the whole Set-Cookie value; AKA' identities start with '6'
+    out = stack.device(SUB3, "--old-cookie", "--apps", "ap2004", "--xml", check=0)
+    assert out["status"] == 200
+    out = stack.device(SUB3, "--aka-prime", "--apps", "ap2004", check=0)
+    assert out["status"] == 200 and out["params"]["Token.token"]
+
+
+def test_gateway_token_reuse_then_revocation(stack, tmp_path):
+    state = tmp_path / "sim"
+    first = stack.device(SUB1, "--apps", "ap2004", "--xml", state=state, check=0)
+    assert first["auth"] == "full"
+    token = first["params"]["Token.token"]
+    # no rotation on use: the same token works again and again, and is in every reply
+    outs = stack.device(SUB1, "--apps", "ap2004", "--xml", "--count", "3", state=state, check=0)
+    for o in outs:
+        assert o["auth"] == "token" and o["status"] == 200 and o["challenges"] == 0, o
+        assert o["params"]["Token.token"] == token
+    # revoke: the next token request gets 511, and the device re-authenticates once
+    st, body = stack.admin("DELETE", f"/v1/subscribers/{SUB1}/tokens")
+    assert st in (200, 204), body
+    st, _, _ = stack.raw("GET", f"/?terminal_id=1&app=ap2004&IMSI={SUB1}&token={token}")
+    assert st == 511
+    again = stack.device(SUB1, "--apps", "ap2004", "--xml", state=state, check=0)
+    assert again["token_retry"] and again["auth"] == "full" and again["status"] == 200
+    assert again["params"]["Token.token"] != token
+
+
+def test_gateway_resync_under_same_cookie(stack, tmp_path):
+    # the SIM is ahead of the network: AUTS, then a fresh challenge under the same cookie
+    out = stack.device(SUB2, "--sqn", "000000100000", "--apps", "ap2004", check=0)
+    assert out["status"] == 200 and out["resyncs"] == 1 and out["challenges"] == 2, out
+
+
+def test_gateway_wrong_res_is_403(stack):
+    out = stack.device(SUB3, "--wrong-res", "--apps", "ap2004", check=2)
+    assert out["status"] == 403 and out["challenges"] == 1
+
+
+def test_gateway_replayed_and_expired_cookie_are_511(stack):
+    out = stack.device(SUB3, "--replay-eap", "--apps", "ap2004", check=0)
+    assert out["status"] == 200 and out["replay_status"] == 511, out
+    # authd's exchange_ttl is 2 s in this stack
+    out = stack.device(SUB3, "--eap-delay-ms", str(int(2600)), "--apps", "ap2004", check=2)
+    assert out["status"] == 511, out
+    out = stack.device(SUB3, "--no-cookie", "--apps", "ap2004", check=2)
+    assert out["status"] == 511, out
+
+
+def test_gateway_version_negotiation(stack, tmp_path):
+    state = tmp_path / "sim"
+    stack.device(SUB2, "--apps", "ap2003", state=state, check=0)
+    for ver, nested in (("2.0", False), ("7.0", False), ("8.0", True), ("10.0", True),
+                        ("12.0", True), ("99.0", True)):
+        for fmt in ("--xml", "--post"):
+            out = stack.device(SUB2, "--apps", "ap2003,ap2004", "--version", ver, fmt,
+                               state=state, check=0)
+            doc = out["document"]
+            assert ("VoiceOverCellularEntitleInfo" in doc) == nested, (ver, doc)
+            assert out["params"]["ap2003.EntitlementStatus"] == "1"
+            if nested and fmt == "--post":
+                d = json.loads(doc)["ap2003"]["VoiceOverCellularEntitleInfo"]
+                assert [x["RATVoiceEntitleInfoDetails"]["AccessType"] for x in d] == ["1", "2"]
+            if nested and fmt == "--xml":
+                # nothing nested in ap2004, both IRAT spellings for VoNR
+                ap2004 = doc.split('value="ap2004"')[1].split("</characteristic>")[0]
+                assert "<characteristic" not in ap2004
+                assert "NetworkVoiceIRatCapability" in doc and "NetworkVoiceIRATCapablity" in doc
+
+
+def test_gateway_change_visible_on_next_request(stack, tmp_path):
+    state = tmp_path / "sim"
+    out = stack.device(SUB2, "--apps", "ap2004", "--xml", state=state, check=0)
+    assert out["params"]["ap2004.EntitlementStatus"] == "1"
+    out = stack.device(SUB2, "--apps", "ap2004", "--xml", state=state, check=0)  # cached now
+    v1 = int(out["params"]["Vers.version"])
+    st, body = stack.admin("PATCH", f"/v1/subscribers/{SUB2}", {"overrides": {"vowifi": False}})
+    assert st == 200, body
+    out = stack.device(SUB2, "--apps", "ap2004", "--xml", state=state, check=0)
+    assert out["params"]["ap2004.EntitlementStatus"] == "0", out["document"]
+    assert int(out["params"]["Vers.version"]) > v1
+    st, body = stack.admin("PATCH", f"/v1/subscribers/{SUB2}", {"overrides": {"vowifi": None}})
+    assert st == 200, body
+    out = stack.device(SUB2, "--apps", "ap2004", "--xml", state=state, check=0)
+    assert out["params"]["ap2004.EntitlementStatus"] == "1"
+    st, m = http_get(f"http://127.0.0.1:{stack.ports['gateway']['ops']}/metrics")
+    assert re.search(r'entitle_gateway_cache_lookups_total\{cache="decision",result="hit"\} [1-9]', m)
+    assert 'entitle_gateway_events_total{kind="subscriber"' in m
+
+
+def test_gateway_unknown_app_beside_known(stack, tmp_path):
+    state = tmp_path / "sim"
+    out = stack.device(SUB1, "--apps", "ap2004,ap2999", "--xml", state=state, check=0)
+    assert out["params"]["ap2999.EntitlementStatus"] == "2"
+    assert out["params"]["ap2004.EntitlementStatus"] == "1"
+
+
+def test_gateway_authd_down_then_recovery(stack, tmp_path):
+    state = tmp_path / "sim"
+    out = stack.device(SUB3, "--apps", "ap2004", state=state, check=0)
+    token = out["params"]["Token.token"]
+    stack.stop("authd")
+    try:
+        t0 = time.time()
+        st, hdrs, _ = stack.raw("GET", "/?terminal_id=1&app=ap2004&EAP_ID=0" + SUB3 +
+                                "%40nai.epc.mnc001.mcc001.3gppnetwork.org")
+        assert st == 503 and hdrs.get("Retry-After") == "7", (st, hdrs)
+        assert time.time() - t0 < 4 * SCALE  # the deadline, never a hang
+        out = stack.device(SUB3, "--apps", "ap2004", "--full-auth", check=2)
+        assert out["status"] == 503 and out["retry_after"] == "7"
+    finally:
+        stack.start("authd")
+        stack.wait_ready("authd")
+    deadline = time.time() + 15 * SCALE
+    while time.time() < deadline:
+        out = stack.device(SUB3, "--apps", "ap2004", "--full-auth")
+        if out["status"] == 200:
+            break
+        time.sleep(0.3)
+    assert out["status"] == 200, out
+    st, _, body = stack.raw("GET", f"/?terminal_id=1&app=ap2004&IMSI={SUB3}&token={token}",
+                            headers={"Accept": "application/json"})
+    assert st == 200 and token in body.decode()
+
+
+EAP_ID = "EAP_ID=0" + SUB1 + "%40nai.epc.mnc001.mcc001.3gppnetwork.org"
+Q = "terminal_id=358240051111110&entitlement_version=2.0&vers=0"
+JSON_CT = {"Content-Type": "application/json"}
+MALFORMED = [
+    # (method, target, body, headers, status)
+    ("GET", f"/?{Q}&{EAP_ID}", None, None, 400),                          # no app
+    ("GET", f"/?{Q}&app=&{EAP_ID}", None, None, 400),
+    ("GET", f"/?{Q}&app=ap20045&{EAP_ID}", None, None, 400),
+    ("GET", f"/?{Q}&app=AP2004&{EAP_ID}", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2x04&{EAP_ID}", None, None, 400),
+    ("GET", f"/?{Q}&app=ap9999&{EAP_ID}", None, None, 400),              # no known AppID
+    ("GET", f"/?{Q}&app=ap2004&app=ap2004%3Cx&{EAP_ID}", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&{EAP_ID}&token=abc", None, None, 400),   # two auth methods
+    ("GET", f"/?{Q}&app=ap2004&token=abc&temporary_token=abc", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&token=abd", None, None, 400),  # duplicate
+    ("GET", f"/?{Q}&{Q}&app=ap2004&token=abc", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=a%00b", None, None, 400),          # NUL
+    ("GET", f"/?{Q}&app=ap2004&token=abc&terminal_model=%C3%28", None, None, 400),  # UTF-8
+    ("GET", f"/?{Q}&app=ap2004&token=abc&terminal_vendor=%FF", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&terminal_model=%ED%A0%80", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=ab%ZZ", None, None, 400),          # bad escape
+    ("GET", f"/?{Q}&app=ap2004&token=" + "a" * 3000, None, None, 400),  # overlong
+    ("GET", f"/?{Q}&app=ap2004&token=abc&terminal_vendor=" + "v" * 100, None, None, 400),
+    ("GET", f"/?terminal_id={'9' * 80}&app=ap2004&token=abc", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&EAP_ID=" + "0" * 300 + "%40x", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&entitlement_version=two", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&entitlement_version=2", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&vers=x1", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&IMSI=00101abc", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc&notif_action=7", None, None, 400),
+    ("GET", f"/?{Q}&app=ap2004&token=abc%20def", None, None, 400),      # bad token charset
+    ("GET", f"/?{Q}&app=ap2004&EAP_ID=no-at-sign", None, None, 400),
+    ("GET", f"/?app=ap2004&token=abc", None, None, 400),                # no terminal_id
+    ("GET", f"/?{Q}&app=ap2004&token=abc&operation=Check%20Eligibility", None, None, 400),
+    ("PUT", f"/?{Q}&app=ap2004&token=abc", "", None, 405),
+    ("DELETE", f"/?{Q}&app=ap2004&token=abc", None, None, 405),
+    ("GET", f"/other?{Q}&app=ap2004&token=abc", None, None, 404),
+    ("POST", "/", '{"app":"ap2004"}', {"Content-Type": "text/plain"}, 400),  # content type
+    ("POST", "/", '{"app":"ap2004"}', {"Content-Type": "application/xml"}, 400),
+    ("POST", "/", "", JSON_CT, 400),                                        # empty body
+    ("POST", "/", '{"terminal_id":"1","app":"ap2004","token":"abc"', JSON_CT, 400),  # truncated
+    ("POST", "/", '{"terminal_id":"1","app":"ap2004","vers":0,"token":"abc"}', JSON_CT, 400),
+    ("POST", "/", '{"terminal_id":"1","app":"ap2004","token":"a","token":"b"}', JSON_CT, 400),
+    ("POST", "/", '{"terminal_id":"1","app":[],"token":"abc"}', JSON_CT, 400),
+    ("POST", "/", '{"terminal_id":"1","app":[2004],"token":"abc"}', JSON_CT, 400),
+    ("POST", "/", '{"terminal_id":"1","app":"ap2004","token":"a\\u0000b"}', JSON_CT, 400),
+    ("POST", "/", b'{"terminal_id":"1","app":"ap2004","terminal_model":"\xff"}', JSON_CT, 400),
+    ("POST", "/", '["ap2004"]', JSON_CT, 400),
+    ("POST", "/", '{"eap-relay-packet":"***"}', JSON_CT, 400),               # bad base64
+    ("POST", "/", '{"eap-relay-packet":"AgE","app":"ap2004"}', JSON_CT, 400),
+    ("POST", "/", '{"eap-relay-packet":"AgEADBcBAAA="}', JSON_CT, 511),      # no cookie
+    ("POST", "/", '{"eap-relay-packet":"AgEADBcBAAA="}',
+     {"Content-Type": "application/json", "Cookie": "ECSID=AAAA"}, 511),    # bogus ticket
+    ("GET", f"/?{Q}&app=ap2004", None, None, 511),                          # no auth method
+    ("GET", f"/?{Q}&app=ap2004&IMSI={SUB1}&token=bm90LWEtdG9rZW4", None, None, 511),
+]
+
+
+def test_gateway_malformed_requests_table(stack):
+    assert len(MALFORMED) >= 40
+    for method, target, body, headers, want in MALFORMED:
+        st, hdrs, _ = stack.raw(method, target, body, headers)
+        assert st == want, (method, target[:120], body, st)
+        assert st != 401 and st != 406
+    # still serving, and the refusals show up in the metrics
+    out = stack.device(SUB1, "--apps", "ap2004", check=0)
+    assert out["status"] == 200
+    st, m = http_get(f"http://127.0.0.1:{stack.ports['gateway']['ops']}/metrics")
+    assert re.search(r'entitle_gateway_errors_total\{kind="bad_request",reason="duplicate"\} [1-9]', m)
+    assert 'entitle_gateway_requests_total{kind="bad_request",status="400"}' in m
+    log = stack.log("gateway")
+    assert '"event":"gateway.bad_request"' in log and SUB1 not in log
+
+
+def test_gateway_tls_reload_on_sighup(stack):
+    old = ssl.get_server_certificate(("127.0.0.1", stack.device_port))
+    stack.make_cert()
+    stack.procs["gateway"].send_signal(signal.SIGHUP)
+    deadline = time.time() + 10 * SCALE
+    new = old
+    while time.time() < deadline and new == old:
+        time.sleep(0.1)
+        new = ssl.get_server_certificate(("127.0.0.1", stack.device_port))
+    assert new != old
+    assert stack.device(SUB1, "--apps", "ap2004")["status"] == 200
+    ctx = ssl.create_default_context(cafile=stack.cert)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", stack.device_port)) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            assert t.version() == "TLSv1.2"
