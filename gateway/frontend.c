@@ -142,7 +142,9 @@ static const char *vendor_label(const char *v, char *buf, size_t cap)
         if (strcmp(vendor_seen[i], buf) == 0)
             res = buf;
     if (res != buf && n_vendor_seen < 32) {
-        snprintf(vendor_seen[n_vendor_seen++], sizeof(vendor_seen[0]), "%s", buf);
+        size_t vl = strnlen(buf, sizeof(vendor_seen[0]) - 1);
+        memcpy(vendor_seen[n_vendor_seen], buf, vl);
+        vendor_seen[n_vendor_seen++][vl] = '\0';
         res = buf;
     }
     pthread_mutex_unlock(&vendor_mu);

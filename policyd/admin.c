@@ -733,8 +733,9 @@ static void subscriber_delete_commit(struct policyd *p, uint64_t id, const char 
     if (pd_devices_of(p->store, s->imsi, devs, 16, &n) == ENT_OK) {
         for (size_t i = 0; i < n; i++) {
             char key[sizeof(devs[i].imsi) + sizeof(devs[i].terminal_id) + 2];
-            snprintf(key, sizeof(key), "%s/%s", devs[i].imsi, devs[i].terminal_id);
-            ent_store_delete(p->store, ENT_COLL_DEVICES, key, 0);
+            int kl = snprintf(key, sizeof(key), "%s/%s", devs[i].imsi, devs[i].terminal_id);
+            if (kl > 0 && (size_t)kl < sizeof(key))
+                ent_store_delete(p->store, ENT_COLL_DEVICES, key, 0);
         }
     }
     /* One past the last version: gateways drop whatever they cached for it. */
