@@ -438,8 +438,8 @@ static void state_load(struct sim *s, const char *path)
         unsigned long long seq;
         if (sscanf(line, "seq_ms.%u=%llu", &ind, &seq) == 2 && ind < (1u << s->usim.ind_bits))
             s->usim.seq_ms[ind] = seq;
-        else if (strncmp(line, "token=", 6) == 0)
-            snprintf(s->token, sizeof(s->token), "%s", line + 6);
+        else if (strncmp(line, "token=", 6) == 0 && strlen(line + 6) < sizeof(s->token))
+            memcpy(s->token, line + 6, strlen(line + 6) + 1);
     }
     fclose(f);
 }
