@@ -93,7 +93,6 @@ struct gw_call {
     bool tls;
     char trace[24];
     char peer_ip[64];
-    struct gw_req req;
     /* what the document is built from (from the request, or the ticket on EAP success) */
     char imsi[16];
     char apps[GW_APPS_MAX][GW_APP_LEN + 1];
@@ -110,6 +109,8 @@ struct gw_call {
     bool acquire_temp;
     uint64_t epoch;
     char plmn[8]; /* from the trusted device.plmn_header, "" otherwise */
+    /* Last and not zeroed on allocation: gw_req_parse() initialises what it uses. */
+    struct gw_req req;
 };
 
 #define TOKEN_TEXT_MAX 2048
@@ -855,11 +856,17 @@ static void on_request(struct ent_http_server *srv, struct ent_http_request *htt
 {
     struct gw_shard *sh = ud;
     struct gw *g = sh->g;
-    struct gw_call *c = calloc(1, sizeof(*c));
+    struct gw_call *c = malloc(sizeof(*c));
     if (c == NULL) {
         ent_http_respond(srv, http->id, 503, NULL, 0, "", 0);
         return;
     }
+    memset(c, 0, offsetof(struct gw_call, req));
+    c->req.n_apps = 0;
+    c->req.kind = GW_REQ_NOAUTH;
+    for (int i = 0; i < GW_P_COUNT_; i++)
+        c->req.p[i] = "";
+    memset(c->req.has, 0, sizeof(c->req.has));
     c->sh = sh;
     c->http_id = http->id;
     c->start_ns = http->start_ns ? http->start_ns : ent_now_ns();

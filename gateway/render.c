@@ -23,10 +23,18 @@ int gw_version_negotiate(int client_major, int client_minor)
 static ent_err xml_value(struct ent_buf *b, const char *v)
 {
     ent_err rc = ENT_OK;
-    for (const char *c = v; *c && rc == ENT_OK; c++) {
-        switch (*c) {
+    const char *run = v; /* start of the pending run of plain characters */
+    for (const char *c = v;; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if (ch != '\0' && ch != '&' && ch != '<' && ch != '>' && ch != '"' && ch >= 0x20)
+            continue;
+        if (c > run)
+            rc = ent_buf_append(b, run, (size_t)(c - run));
+        if (ch == '\0' || rc != ENT_OK)
+            return rc;
+        switch (ch) {
         case '&':
-            rc = ent_buf_append_str(b, "&amp;");
+            rc = ent_buf_append(b, "&amp;", 5);
             break;
         case '<':
             rc = ent_buf_append_char(b, '(');
@@ -38,16 +46,22 @@ static ent_err xml_value(struct ent_buf *b, const char *v)
             rc = ent_buf_append_char(b, '\'');
             break;
         default:
-            rc = ent_buf_append_char(b, (unsigned char)*c < 0x20 ? ' ' : *c);
+            rc = ent_buf_append_char(b, ' ');
             break;
         }
+        if (rc != ENT_OK)
+            return rc;
+        run = c + 1;
     }
-    return rc;
 }
 
 static ent_err xml_parm(struct ent_buf *b, int indent, const char *name, const char *value)
 {
-    ent_err rc = ent_buf_printf(b, "%*s<parm name=\"", indent, "");
+    static const char spaces[] = "            ";
+    ent_err rc = ent_buf_append(
+        b, spaces, (size_t)indent < sizeof(spaces) - 1 ? (size_t)indent : sizeof(spaces) - 1);
+    if (rc == ENT_OK)
+        rc = ent_buf_append(b, "<parm name=\"", 12);
     if (rc == ENT_OK)
         rc = xml_value(b, name);
     if (rc == ENT_OK)

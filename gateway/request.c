@@ -264,8 +264,9 @@ static void fail(struct gw_req_error *err, int status, const char *reason, const
 
 static const struct param_def *param_find(const char *name)
 {
+    /* First-character filter: most names are looked up on every request. */
     for (size_t i = 0; i < ENT_ARRAY_LEN(params); i++)
-        if (strcmp(params[i].name, name) == 0)
+        if (params[i].name[0] == name[0] && strcmp(params[i].name, name) == 0)
             return &params[i];
     return NULL;
 }
@@ -643,7 +644,14 @@ ent_err gw_req_parse(struct gw_req *out, struct gw_req_error *err,
     r->ver_major = 2;
     r->ver_minor = 0;
     if (r->has[GW_P_ENTITLEMENT_VERSION]) {
-        sscanf(r->p[GW_P_ENTITLEMENT_VERSION], "%d.%d", &r->ver_major, &r->ver_minor);
+        /* CS_VERSION checked the shape: 1-3 digits '.' 1-3 digits */
+        const char *v = r->p[GW_P_ENTITLEMENT_VERSION];
+        r->ver_major = 0;
+        for (; *v != '.'; v++)
+            r->ver_major = r->ver_major * 10 + (*v - '0');
+        r->ver_minor = 0;
+        for (v++; *v; v++)
+            r->ver_minor = r->ver_minor * 10 + (*v - '0');
     }
     int methods = r->has[GW_P_EAP_ID] + r->has[GW_P_TOKEN] + r->has[GW_P_TEMPORARY_TOKEN];
     if (methods > 1) {
