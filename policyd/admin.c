@@ -614,7 +614,9 @@ static void subscriber_list(struct call *c)
         if (pd_subscriber_from_doc(&page.docs[i], &s) == ENT_OK)
             json_array_append_new(items, pd_subscriber_to_json(&s));
     }
-    json_t *out = json_pack("{s:o,s:s?}", "items", items, "next_after", page.next_after);
+    json_t *out = json_pack("{s:o}", "items", items);
+    if (out && page.next_after)
+        json_object_set_new(out, "next_after", json_string(page.next_after));
     ent_store_page_free(&page);
     pd_admin_respond_json(p, c->id, c->route, c->method, 200, out, 0);
 }
