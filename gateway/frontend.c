@@ -926,8 +926,10 @@ static void on_request(struct ent_http_server *srv, struct ent_http_request *htt
     case GW_REQ_TEMP_TOKEN:
         c->kind = CK_TEMP;
         copy_request_context(c);
-        c->odsa = GW_ODSA_POLICY;
-        c->acquire_temp = false;
+        if (c->acquire_temp) { /* a temporary token cannot mint another */
+            c->acquire_temp = false;
+            c->odsa = GW_ODSA_INVALID;
+        }
         start_token(c, c->req.p[GW_P_TEMPORARY_TOKEN]);
         break;
     default:

@@ -453,3 +453,79 @@ def test_gateway_tls_reload_on_sighup(stack):
     with socket.create_connection(("127.0.0.1", stack.device_port)) as s:
         with ctx.wrap_socket(s, server_hostname="localhost") as t:
             assert t.version() == "TLSv1.2"
+
+
+def test_gateway_push_registration_forwarded(stack, tmp_path):
+    out = stack.device(SUB1, "--apps", "ap2004", "--xml", "--full-auth", "--terminal-id",
+                       "358240051111119", "--notif-token", "fcm-token-abc:123",
+                       "--notif-action", "2", check=0)
+    assert out["status"] == 200
+    deadline = time.time() + 5 * SCALE
+    while time.time() < deadline:
+        st, body = stack.admin("GET", f"/v1/subscribers/{SUB1}/devices")
+        if st == 200 and "358240051111119" in body:
+            break
+        time.sleep(0.1)
+    dev = [d for d in json.loads(body)["items"] if d["terminal_id"] == "358240051111119"][0]
+    # policyd shows push tokens masked: prefix and length
+    assert dev["push_platform"] == "fcm" and dev["push_token"].startswith("fcm-"), dev
+    assert dev["push_token"].endswith("(17)"), dev
+
+
+def test_gateway_odsa_temporary_token(stack, tmp_path):
+    state = tmp_path / "sim"
+    stack.device(SUB1, "--apps", "ap2009", "--xml", state=state, check=0)
+    out = stack.device(SUB1, "--apps", "ap2009", "--xml", "--operation", "AcquireTemporaryToken",
+                       "--operation-targets", "ManageSubscription,AcquireConfiguration",
+                       state=state, check=0)
+    p = out["params"]
+    assert p["ap2009.OperationResult"] == "1" and p["ap2009.TemporaryToken"], p
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", p["ap2009.TemporaryTokenExpiry"])
+    assert out["document"].count('type="APPLICATION"') == 1  # one APPLICATION per ODSA reply
+    temp = p["ap2009.TemporaryToken"]
+    # the temporary token works for its AppID and operations only
+    ok = stack.device(SUB1, "--apps", "ap2009", "--xml", "--temporary-token", temp,
+                      "--operation", "ManageSubscription")
+    assert ok["status"] == 200 and ok["params"]["ap2009.OperationResult"] == "103", ok
+    bad = stack.device(SUB1, "--apps", "ap2009", "--xml", "--temporary-token", temp,
+                       "--operation", "ManageService")
+    assert bad["status"] == 403
+    # unknown and unsupported ODSA operations travel as 200 + OperationResult
+    out = stack.device(SUB1, "--apps", "ap2009", "--xml", "--operation", "Frobnicate",
+                       state=state, check=0)
+    assert out["params"]["ap2009.OperationResult"] == "101"
+
+
+def test_gateway_rate_limits_429(stack, tmp_path):
+    ops, bus, dev = free_port(), free_port(), free_port()
+    text = (stack.tmp / "gateway.yaml").read_text()
+    text = text.replace(f"127.0.0.1:{stack.ports['gateway']['ops']}", f"127.0.0.1:{ops}")
+    text = text.replace(f"127.0.0.1:{stack.ports['gateway']['bus']}", f"127.0.0.1:{bus}")
+    text = text.replace(f"127.0.0.1:{stack.device_port}", f"127.0.0.1:{dev}")
+    text = re.sub(r"ratelimit:\n(  .*\n)+", "ratelimit:\n  ip_rate: 1\n  ip_burst: 3\n", text)
+    cfg = tmp_path / "gw2.yaml"
+    cfg.write_text(text)
+    log = open(tmp_path / "gw2.log", "wb")
+    p = subprocess.Popen([os.path.join(BUILD, "gateway", "entitle-gateway"), "--config", str(cfg)],
+                         stdout=log, stderr=subprocess.STDOUT, env=stack.env)
+    try:
+        deadline = time.time() + 20 * SCALE
+        while http_get(f"http://127.0.0.1:{ops}/readyz", timeout=1)[0] != 200:
+            assert time.time() < deadline and p.poll() is None, (tmp_path / "gw2.log").read_text()
+            time.sleep(0.1)
+        ctx = ssl.create_default_context(cafile=stack.cert)
+        statuses, retry = [], None
+        for _ in range(6):
+            c = http.client.HTTPSConnection("127.0.0.1", dev, context=ctx, timeout=5 * SCALE)
+            c.request("GET", f"/?{Q}&app=ap2004")
+            r = c.getresponse()
+            r.read()
+            statuses.append(r.status)
+            retry = r.getheader("Retry-After") or retry
+            c.close()
+        assert statuses[:3] == [511, 511, 511] and 429 in statuses, statuses
+        assert retry == "7"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20 * SCALE) == 0
+        log.close()
