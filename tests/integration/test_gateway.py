@@ -270,6 +270,7 @@ def test_gateway_resync_under_same_cookie(stack, tmp_path):
     # the SIM is ahead of the network: AUTS, then a fresh challenge under the same cookie
     out = stack.device(SUB2, "--sqn", "000000100000", "--apps", "ap2004", check=0)
     assert out["status"] == 200 and out["resyncs"] == 1 and out["challenges"] == 2, out
+    assert out["cookies_set"] == 1  # set once, on the first challenge; never changed
 
 
 def test_gateway_wrong_res_is_403(stack):
@@ -529,3 +530,37 @@ def test_gateway_rate_limits_429(stack, tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=20 * SCALE) == 0
         log.close()
+
+
+def test_gateway_interop_checklist(stack, tmp_path):
+    """PROTOCOL.md §11 items not covered above, each checked on the wire."""
+    import base64
+    # 1. challenge: 200, the eap-relay type, an AKA-Challenge, the cookie with its attributes
+    st, hdrs, body = stack.raw("GET", f"/?{Q}&app=ap2004&app=ap2003&{EAP_ID}",
+                               headers={"Accept": "application/vnd.gsma.eap-relay.v1.0+json"})
+    assert st == 200 and hdrs["Content-Type"] == "application/vnd.gsma.eap-relay.v1.0+json"
+    pkt = base64.b64decode(json.loads(body)["eap-relay-packet"])
+    assert pkt[0] == 1 and pkt[4] == 23 and pkt[5] == 1 and len(pkt) == int.from_bytes(pkt[2:4], "big")
+    cookie = hdrs["Set-Cookie"]
+    assert re.fullmatch(r"ECSID=[A-Za-z0-9_-]+; Path=/; Secure; HttpOnly", cookie), cookie
+    # 4. full document + TOKEN even when vers equals the current version
+    state = tmp_path / "sim"
+    first = stack.device(SUB2, "--apps", "ap2004,ap2005", "--xml", state=state, check=0)
+    v = first["params"]["Vers.version"]
+    same = stack.device(SUB2, "--apps", "ap2004,ap2005", "--xml", "--vers", v, state=state,
+                        check=0)
+    assert same["document"].count('type="APPLICATION"') == 2 and same["params"]["Token.token"]
+    # 7. entitlement_version 2.0 and every app encoding, GET and POST
+    token = same["params"]["Token.token"]
+    base = {"terminal_id": "1", "entitlement_version": "2.0", "vers": "0", "IMSI": SUB2,
+            "token": token}
+    for app in ("ap2004", ["ap2004", "ap2005"], "[ap2004,ap2005]"):
+        for ct in ("application/json", "application/vnd.gsma.eap-relay.v1.0+json"):
+            st, hdrs, body = stack.raw("POST", "/", json.dumps(dict(base, app=app)),
+                                       {"Content-Type": ct, "Accept": "application/json"})
+            assert st == 200 and hdrs["Content-Type"] == "application/json", (app, st, body)
+            assert "ap2004" in json.loads(body) and token in body.decode()
+    st, hdrs, body = stack.raw(
+        "GET", f"/?{Q}&app=ap2004&app=ap2005&IMSI={SUB2}&token={token}",
+        headers={"Accept": "application/json, text/vnd.wap.connectivity-xml"})
+    assert st == 200 and hdrs["Content-Type"] == "text/vnd.wap.connectivity-xml"

@@ -529,6 +529,7 @@ struct outcome {
     int challenges;
     int resyncs;
     int replay_status;
+    int cookies_set;  /* responses of the exchange that carried Set-Cookie */
     bool token_retry; /* a 511 on the token made it re-authenticate */
     char cookie[3000];
     struct resp final;
@@ -583,6 +584,7 @@ static int full_auth(struct conn *c, struct sim *s, const struct opts *o, char (
         return 0;
     }
     cookie_from(&r, out->cookie, sizeof(out->cookie));
+    out->cookies_set += r.set_cookie[0] != '\0';
     char cookie_hdr[3200];
     /* Current AOSP sends "Cookie: name=value"; older builds replayed the raw Set-Cookie. */
     if (o->no_cookie)
@@ -617,6 +619,7 @@ static int full_auth(struct conn *c, struct sim *s, const struct opts *o, char (
         }
         if (http_do(c, "POST", c->path, headers, body, &r, err, err_len) != 0)
             return -1;
+        out->cookies_set += r.set_cookie[0] != '\0';
         if (!is_relay(&r)) {
             if (o->replay_eap && r.status == 200) {
                 struct resp again;
@@ -1007,6 +1010,7 @@ int main(int argc, char **argv)
             json_object_set_new(j, "challenges", json_integer(out.challenges));
             json_object_set_new(j, "resyncs", json_integer(out.resyncs));
             json_object_set_new(j, "token_retry", json_boolean(out.token_retry));
+            json_object_set_new(j, "cookies_set", json_integer(out.cookies_set));
             if (out.replay_status)
                 json_object_set_new(j, "replay_status", json_integer(out.replay_status));
             json_object_set_new(j, "cookie", json_string(out.cookie));
