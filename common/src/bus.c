@@ -234,6 +234,12 @@ static ent_err tls_for_url(nng_tls_config **out, nng_tls_mode mode, const char *
 ent_err bus_dial(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
                  uint64_t reconnect_min_ms, uint64_t reconnect_max_ms)
 {
+    return bus_dial_ex(sock, url, tls, reconnect_min_ms, reconnect_max_ms, NULL);
+}
+
+ent_err bus_dial_ex(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
+                    uint64_t reconnect_min_ms, uint64_t reconnect_max_ms, nng_dialer *out)
+{
     nng_dialer d;
     nng_tls_config *tcfg = NULL;
     ent_err rc = tls_for_url(&tcfg, NNG_TLS_MODE_CLIENT, url, tls);
@@ -265,6 +271,8 @@ ent_err bus_dial(nng_socket sock, const char *url, const struct ent_bus_tls_cfg 
         nng_dialer_close(d);
         return bus_err_from_nng(rv);
     }
+    if (out != NULL)
+        *out = d;
     return ENT_OK;
 }
 

@@ -81,6 +81,7 @@ struct ent_bus_client_impl {
     char *caller;
     uint64_t saturated_logged_ms;
     struct ent_bus_stats stats;
+    struct bus_peerset *peers;
     void (*closed_cb)(struct ent_bus_client *c);
 };
 
@@ -211,6 +212,8 @@ static void client_teardown(struct ent_bus_client_impl *impl, unsigned n_ready)
     }
     for (unsigned i = 0; i < n_ready; i++)
         nng_ctx_close(impl->slots[i].ctx);
+    bus_peerset_close(impl->peers); /* before the socket, which owns the dialers */
+    impl->peers = NULL;
     if (impl->sock_open)
         nng_close(impl->sock);
     impl->sock_open = false;
@@ -223,8 +226,8 @@ static void on_init_failed_inbox_closed(struct bus_inbox *in)
     client_free(ENT_CONTAINER_OF(in, struct ent_bus_client_impl, inbox));
 }
 
-static ent_err client_open(struct ent_bus_client_impl *impl, const struct ent_bus_client_cfg *cfg,
-                           unsigned *n_ready)
+static ent_err client_open(struct ent_bus_client_impl *impl, uv_loop_t *loop,
+                           const struct ent_bus_client_cfg *cfg, unsigned *n_ready)
 {
     int rv = nng_req0_open(&impl->sock);
     if (rv != 0)
@@ -259,12 +262,16 @@ static ent_err client_open(struct ent_bus_client_impl *impl, const struct ent_bu
         cfg->reconnect_max_ms != 0 ? cfg->reconnect_max_ms : CLIENT_DEFAULT_RECONNECT_MAX_MS;
     if (rmax < rmin)
         rmax = rmin;
-    for (size_t i = 0; i < cfg->n_addrs; i++) {
-        ent_err rc = bus_dial(impl->sock, cfg->addrs[i], cfg->tls, rmin, rmax);
-        if (rc != ENT_OK)
-            return rc;
-    }
-    return ENT_OK;
+    struct bus_peerset_cfg pc = {
+        .addrs = cfg->addrs,
+        .n_addrs = cfg->n_addrs,
+        .tls = cfg->tls,
+        .reconnect_min_ms = rmin,
+        .reconnect_max_ms = rmax,
+        .resolve_interval_ms = cfg->resolve_interval_ms,
+        .what = "client",
+    };
+    return bus_peerset_init(&impl->peers, loop, impl->sock, &pc);
 }
 
 ent_err ent_bus_client_init(struct ent_bus_client *c, uv_loop_t *loop,
@@ -295,7 +302,7 @@ ent_err ent_bus_client_init(struct ent_bus_client *c, uv_loop_t *loop,
         return rc;
     }
     unsigned n_ready = 0;
-    rc = client_open(impl, cfg, &n_ready);
+    rc = client_open(impl, loop, cfg, &n_ready);
     if (rc != ENT_OK) {
         atomic_store(&impl->closing, true);
         client_teardown(impl, n_ready);
@@ -363,6 +370,16 @@ ent_err ent_bus_call(struct ent_bus_client *c, const Entitle__V1__Request *req, 
     nng_aio_set_timeout(sl->aio, (nng_duration)timeout_ms);
     nng_ctx_send(sl->ctx, sl->aio);
     return ENT_OK;
+}
+
+struct bus_peerset *bus_client_peers(const struct ent_bus_client *c)
+{
+    return c->impl_->peers;
+}
+
+size_t ent_bus_client_dialers(const struct ent_bus_client *c)
+{
+    return bus_peerset_dialers(c->impl_->peers);
 }
 
 unsigned ent_bus_client_inflight(const struct ent_bus_client *c)

@@ -55,6 +55,7 @@ struct ent_bus_sub_impl {
     struct sub_publisher *pubs;
     size_t n_pubs;
     void (*closed_cb)(struct ent_bus_sub *s);
+    struct bus_peerset *peers;
 };
 
 /* --- publisher ------------------------------------------------------------------------- */
@@ -251,6 +252,8 @@ static void sub_teardown(struct ent_bus_sub_impl *impl)
     atomic_store(&impl->closing, true);
     if (impl->aio != NULL)
         nng_aio_stop(impl->aio);
+    bus_peerset_close(impl->peers); /* before the socket, which owns the dialers */
+    impl->peers = NULL;
     if (impl->sock_open)
         nng_close(impl->sock);
     impl->sock_open = false;
@@ -264,8 +267,8 @@ static void on_sub_init_failed_closed(struct bus_inbox *in)
     sub_free(ENT_CONTAINER_OF(in, struct ent_bus_sub_impl, inbox));
 }
 
-static ent_err sub_open(struct ent_bus_sub_impl *impl, const char *const *addrs, size_t n_addrs,
-                        const struct ent_bus_tls_cfg *tls)
+static ent_err sub_open(struct ent_bus_sub_impl *impl, uv_loop_t *loop, const char *const *addrs,
+                        size_t n_addrs, const struct ent_bus_tls_cfg *tls)
 {
     int rv = nng_sub0_open(&impl->sock);
     if (rv != 0)
@@ -280,12 +283,17 @@ static ent_err sub_open(struct ent_bus_sub_impl *impl, const char *const *addrs,
         rv = nng_aio_alloc(&impl->aio, on_sub_aio, impl);
     if (rv != 0)
         return bus_err_from_nng(rv);
-    for (size_t i = 0; i < n_addrs; i++) {
-        ent_err rc =
-            bus_dial(impl->sock, addrs[i], tls, SUB_RECONNECT_MIN_MS, SUB_RECONNECT_MAX_MS);
-        if (rc != ENT_OK)
-            return rc;
-    }
+    struct bus_peerset_cfg pc = {
+        .addrs = addrs,
+        .n_addrs = n_addrs,
+        .tls = tls,
+        .reconnect_min_ms = SUB_RECONNECT_MIN_MS,
+        .reconnect_max_ms = SUB_RECONNECT_MAX_MS,
+        .what = "sub",
+    };
+    ent_err rc = bus_peerset_init(&impl->peers, loop, impl->sock, &pc);
+    if (rc != ENT_OK)
+        return rc;
     nng_recv_aio(impl->sock, impl->aio);
     return ENT_OK;
 }
@@ -308,7 +316,7 @@ ent_err ent_bus_sub_init(struct ent_bus_sub *s, uv_loop_t *loop, const char *con
         free(impl);
         return rc;
     }
-    rc = sub_open(impl, addrs, n_addrs, tls);
+    rc = sub_open(impl, loop, addrs, n_addrs, tls);
     if (rc != ENT_OK) {
         sub_teardown(impl);
         bus_inbox_close(&impl->inbox, on_sub_init_failed_closed);

@@ -57,6 +57,42 @@ ent_err bus_err_from_nng(int rv);
  * Listeners report their bound port through *port_out when not NULL (-1 if unknown). */
 ent_err bus_dial(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
                  uint64_t reconnect_min_ms, uint64_t reconnect_max_ms);
+/* The same, handing back the dialer so it can be closed on its own later. */
+ent_err bus_dial_ex(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
+                    uint64_t reconnect_min_ms, uint64_t reconnect_max_ms, nng_dialer *out);
+
+/* Peer sets: the dialers of one socket for a list of configured addresses. An address whose
+ * host is an IP literal gets one dialer for good. A host name (a Kubernetes headless
+ * Service, a compose service) is resolved on the loop every interval_ms and gets one dialer
+ * per address it resolves to: replicas that appear are dialled, replicas that vanish are
+ * dropped, without a restart (DESIGN §1). Until the first resolution answers, and whenever
+ * a name resolves to nothing, the name itself is dialled (NNG resolves it per connection).
+ * For tls+tcp, each dialer verifies the certificate against the configured name. Loop
+ * thread only; bus_peerset_close() must run before the socket is closed, and frees the set
+ * once its libuv handles are closed. */
+struct bus_peerset;
+struct bus_peerset_cfg {
+    const char *const *addrs;
+    size_t n_addrs;
+    const struct ent_bus_tls_cfg *tls;
+    uint64_t reconnect_min_ms;
+    uint64_t reconnect_max_ms;
+    uint64_t resolve_interval_ms; /* 0: default 10 s */
+    const char *what;             /* for logs and metrics: "client", "sub" */
+};
+ent_err bus_peerset_init(struct bus_peerset **out, uv_loop_t *loop, nng_socket sock,
+                         const struct bus_peerset_cfg *cfg);
+/* Resolutions answered so far (successful lookups, whatever they contained). */
+uint64_t bus_peerset_answers(const struct bus_peerset *ps);
+/* Number of dialers currently open (names resolved to N addresses count N). */
+size_t bus_peerset_dialers(const struct bus_peerset *ps);
+/* Applies one resolution result for configured address `index` (tests call it directly):
+ * `urls` are complete URLs such as "tcp://10.0.0.7:7101". */
+void bus_peerset_apply(struct bus_peerset *ps, size_t index, const char *const *urls, size_t n);
+void bus_peerset_close(struct bus_peerset *ps);
+/* The client's peer set (tests drive bus_peerset_apply() through it). */
+struct bus_peerset *bus_client_peers(const struct ent_bus_client *c);
+
 ent_err bus_listen(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
                    int *port_out);
 

@@ -60,6 +60,10 @@ struct ent_bus_client_cfg {
     uint64_t reconnect_min_ms;         /* default 100 */
     uint64_t reconnect_max_ms;         /* default 2000 */
     uint64_t resend_ms; /* REQ resend interval (calls are idempotent); default 1000 */
+    /* Addresses naming a host (not an IP) are resolved this often and dialled once per
+     * address they resolve to, so every replica behind a headless Service gets calls and
+     * new replicas are found without a restart; default 10000. */
+    uint64_t resolve_interval_ms;
 };
 
 struct ent_bus_client_impl;
@@ -96,6 +100,10 @@ ent_err ent_bus_call(struct ent_bus_client *c, const Entitle__V1__Request *req, 
 
 /* Loop thread. Calls accepted and not yet completed. */
 unsigned ent_bus_client_inflight(const struct ent_bus_client *c);
+
+/* Loop thread. Dialers currently open: one per IP address, one per resolved address of each
+ * host name (or one for the name itself until it first resolves). */
+size_t ent_bus_client_dialers(const struct ent_bus_client *c);
 
 /* Loop thread. Counters (see struct ent_bus_stats). */
 const struct ent_bus_stats *ent_bus_client_stats(const struct ent_bus_client *c);
