@@ -190,7 +190,7 @@ bool gw_cache_put(struct gw_cache *c, const char *key, const char *subj, const v
     }
 
     pthread_mutex_lock(&c->mu);
-    if (c->epoch != epoch) {
+    if (c->epoch != epoch || now < c->hold_until) {
         pthread_mutex_unlock(&c->mu);
         free(n);
         return false;
@@ -276,6 +276,16 @@ size_t gw_cache_flush(struct gw_cache *c)
         ent_counter_add(&cache_evictions, dropped, c->name, "flushed");
     ent_gauge_set(&cache_entries, 0.0, c->name);
     return dropped;
+}
+
+void gw_cache_hold(struct gw_cache *c, uint64_t until_ms)
+{
+    gw_cache_flush(c);
+    pthread_mutex_lock(&c->mu);
+    c->epoch++;
+    if (until_ms > c->hold_until)
+        c->hold_until = until_ms;
+    pthread_mutex_unlock(&c->mu);
 }
 
 size_t gw_cache_size(struct gw_cache *c)

@@ -38,6 +38,7 @@ struct gw_cache {
     size_t bytes, max_bytes;
     uint64_t ttl_ms;
     uint64_t epoch;      /* bumped by every invalidation */
+    uint64_t hold_until; /* gw_cache_hold(): no puts before this (monotonic ms) */
     bool bucket_by_subj; /* decision cache: chains hold one subscriber's entries */
     const char *name;    /* metric label: "decision", "token" */
 };
@@ -69,6 +70,11 @@ size_t gw_cache_drop_subject(struct gw_cache *c, const char *subj);
 
 /* Drops everything (CHANGE_ALL, event gap, publisher reconnect). Bumps the epoch. */
 size_t gw_cache_flush(struct gw_cache *c);
+
+/* Flushes, then refuses every put until until_ms (monotonic): while change events may be
+ * missing (a publisher restarted and the SUB socket is re-dialling), answers are served
+ * but not cached. Bumps the epoch. */
+void gw_cache_hold(struct gw_cache *c, uint64_t until_ms);
 
 size_t gw_cache_size(struct gw_cache *c);
 

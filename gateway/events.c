@@ -20,7 +20,7 @@ static ent_counter events_total =
                 "kind", "gap");
 static ent_counter cache_flushes =
     ENT_COUNTER("entitle_gateway_cache_flushes_total",
-                "Whole-cache flushes by reason (gap, change_all)", "reason");
+                "Whole-cache flushes by reason (gap, change_all, publisher_restart)", "reason");
 
 static const char *kind_name(int kind)
 {
@@ -71,6 +71,16 @@ void gw_events_apply(struct gw *g, int kind, const char *subscriber_id, bool gap
         ent_counter_inc(&cache_flushes, "change_all");
         break;
     }
+}
+
+void gw_events_publisher_restarted(struct gw *g, const char *why)
+{
+    uint64_t until = ent_now_ms() + GW_EVENTS_SETTLE_MS;
+    gw_cache_hold(&g->decisions, until);
+    gw_cache_hold(&g->tokens, until);
+    ent_counter_inc(&cache_flushes, "publisher_restart");
+    ENT_LOG_INFO(NULL, "gateway.publisher_restart_flush", ENT_KV_STR("why", why),
+                 ENT_KV_U64("hold_ms", GW_EVENTS_SETTLE_MS));
 }
 
 static void on_event(const Entitle__V1__ChangeEvent *ev, bool gap, void *ud)

@@ -123,6 +123,14 @@ static void on_ping_reply(ent_err status, Entitle__V1__Response *resp, void *ud)
         if (!u->reachable)
             ENT_LOG_INFO(NULL, "gateway.worker_up", ENT_KV_STR("worker", name),
                          ENT_KV_STR("instance", resp->ping->instance));
+        /* policyd publishes the change events: after its restart or an outage, events may
+         * have been lost before our SUB socket re-dialled (DESIGN §2 staleness). */
+        if (u->kind == GW_WORKER_POLICYD && u->peer_instance[0] &&
+            (!u->reachable || strcmp(u->peer_instance, resp->ping->instance) != 0)) {
+            struct gw *g = ENT_CONTAINER_OF(u - u->kind, struct gw, up);
+            if (g->caches_ready)
+                gw_events_publisher_restarted(g, u->reachable ? "instance_changed" : "back_up");
+        }
         u->reachable = true;
         snprintf(u->peer_instance, sizeof(u->peer_instance), "%s", resp->ping->instance);
         u->last_error[0] = '\0';

@@ -129,5 +129,10 @@ ent_err gw_events_start(struct gw *g);
 void gw_events_stop(struct gw *g);
 /* Applies one change event to the caches (exposed for tests). Any thread. */
 void gw_events_apply(struct gw *g, int kind, const char *subscriber_id, bool gap);
+/* policyd restarted or came back (seen by the worker pings): events published meanwhile may
+ * be lost before the SUB socket re-dials, so flush both caches and cache nothing for
+ * GW_EVENTS_SETTLE_MS. Main loop. */
+void gw_events_publisher_restarted(struct gw *g, const char *why);
+#define GW_EVENTS_SETTLE_MS 5000
 
 #endif

@@ -564,3 +564,27 @@ def test_gateway_interop_checklist(stack, tmp_path):
         "GET", f"/?{Q}&app=ap2004&app=ap2005&IMSI={SUB2}&token={token}",
         headers={"Accept": "application/json, text/vnd.wap.connectivity-xml"})
     assert st == 200 and hdrs["Content-Type"] == "text/vnd.wap.connectivity-xml"
+
+
+def test_gateway_policyd_restart_flushes_caches(stack, tmp_path):
+    state = tmp_path / "sim"
+    stack.device(SUB3, "--apps", "ap2005", "--xml", state=state, check=0)
+    stack.device(SUB3, "--apps", "ap2005", "--xml", state=state, check=0)  # cached
+    metric = re.compile(r'entitle_gateway_cache_flushes_total\{reason="publisher_restart"\} (\d+)')
+    _, m = http_get(f"http://127.0.0.1:{stack.ports['gateway']['ops']}/metrics")
+    before = int(metric.search(m).group(1)) if metric.search(m) else 0
+    stack.stop("policyd")
+    stack.start("policyd")
+    stack.wait_ready("policyd")
+    # the change happens at once, maybe before the gateway's SUB socket has re-dialled
+    st, body = stack.admin("PATCH", f"/v1/subscribers/{SUB3}", {"overrides": {"smsoip": False}})
+    assert st == 200, body
+    deadline = time.time() + 10 * SCALE
+    while time.time() < deadline:
+        _, m = http_get(f"http://127.0.0.1:{stack.ports['gateway']['ops']}/metrics")
+        if metric.search(m) and int(metric.search(m).group(1)) > before:
+            break
+        time.sleep(0.05)
+    assert metric.search(m) and int(metric.search(m).group(1)) > before, m
+    out = stack.device(SUB3, "--apps", "ap2005", "--xml", state=state, check=0)
+    assert out["params"]["ap2005.EntitlementStatus"] == "0"
