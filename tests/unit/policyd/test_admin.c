@@ -201,7 +201,8 @@ static int teardown(void **state)
 static int http(const char *method, const char *path, const char *token, const char *extra,
                 const char *body, char **out, char *etag)
 {
-    int fd = ent_test_connect(atomic_load(&E.admin_port), 60000);
+    int fd =
+        ent_test_connect(atomic_load(&E.admin_port), 600000); /* a 100k import is slow under ASan */
     assert_true(fd >= 0);
     size_t blen = body ? strlen(body) : 0;
     char *req = malloc(blen + 1024);
