@@ -854,6 +854,294 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* ---- one store, many threads at once (group commit on sqlite) ---------------------------- */
+
+/* More threads than one sqlite batch holds (64), so some ops wait for a second batch. */
+enum { GC_THREADS = 72, GC_INCR_EACH = 10, GC_ROUND_THREADS = 8, GC_ROUNDS = 30 };
+
+struct gc_run {
+    struct ent_store *s;
+    pthread_barrier_t *go;
+    int id;
+    intptr_t failures;
+    /* test_store_threads_increments_all_distinct */
+    int64_t values[GC_INCR_EACH];
+    /* test_store_threads_conflicting_updates_one_winner_per_version */
+    ent_err rc[GC_ROUNDS];
+    uint64_t version[GC_ROUNDS];
+    /* test_store_threads_failing_ops_stay_alone */
+    int64_t ok_values[GC_ROUNDS];
+    int n_ok, n_inserted;
+};
+
+static void gc_start(struct ent_store *s, int n, void *(*body)(void *), struct gc_run *runs,
+                     pthread_t *th, pthread_barrier_t *go)
+{
+    assert_int_equal(pthread_barrier_init(go, NULL, (unsigned)n), 0);
+    for (int i = 0; i < n; i++) {
+        runs[i] = (struct gc_run){.s = s, .go = go, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, body, &runs[i]), 0);
+    }
+}
+
+static void gc_join(int n, pthread_t *th, pthread_barrier_t *go)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(go);
+}
+
+static void *gc_incr_body(void *arg)
+{
+    struct gc_run *r = arg;
+    char own[32];
+    snprintf(own, sizeof(own), "own-%d", r->id);
+    pthread_barrier_wait(r->go);
+    for (int i = 0; i < GC_INCR_EACH; i++) {
+        int64_t v = 0, w = 0;
+        if (ent_store_incr(r->s, "sqn", "shared", 1, &v) != ENT_OK)
+            r->failures++;
+        r->values[i] = v;
+        /* Each thread's own counter, in the same batches as everyone else's. */
+        if (ent_store_incr(r->s, "sqn", own, 2, &w) != ENT_OK || w != 2 * (i + 1))
+            r->failures++;
+    }
+    return NULL;
+}
+
+static void test_store_threads_increments_all_distinct(void **state)
+{
+    struct fx *f = *state;
+    static struct gc_run runs[GC_THREADS];
+    static pthread_t th[GC_THREADS];
+    static int64_t all[GC_THREADS * GC_INCR_EACH];
+    pthread_barrier_t go;
+    gc_start(f->s, GC_THREADS, gc_incr_body, runs, th, &go);
+    gc_join(GC_THREADS, th, &go);
+    for (int i = 0; i < GC_THREADS; i++) {
+        assert_int_equal(runs[i].failures, 0);
+        for (int k = 0; k < GC_INCR_EACH; k++) {
+            /* Each caller sees its own increments in order. */
+            if (k > 0)
+                assert_true(runs[i].values[k] > runs[i].values[k - 1]);
+            all[i * GC_INCR_EACH + k] = runs[i].values[k];
+        }
+    }
+    /* Every value 1..N handed out exactly once. */
+    qsort(all, ENT_ARRAY_LEN(all), sizeof(*all), cmp_i64);
+    for (size_t i = 0; i < ENT_ARRAY_LEN(all); i++)
+        assert_int_equal(all[i], (int64_t)i + 1);
+    int64_t v = 0;
+    assert_int_equal(ent_store_counter_get(f->s, "sqn", "shared", &v), ENT_OK);
+    assert_int_equal(v, GC_THREADS * GC_INCR_EACH);
+    assert_int_equal(ent_store_counter_get(f->s, "sqn", "own-71", &v), ENT_OK);
+    assert_int_equal(v, 2 * GC_INCR_EACH);
+}
+
+static void *gc_update_body(void *arg)
+{
+    struct gc_run *r = arg;
+    char data[32];
+    for (int round = 0; round < GC_ROUNDS; round++) {
+        snprintf(data, sizeof(data), "t%d r%d", r->id, round);
+        struct ent_store_doc d = mkdoc("contended", data, NULL, NULL, NULL);
+        /* Everyone finished the last round: all race for the same version now. */
+        pthread_barrier_wait(r->go);
+        r->version[round] = 0;
+        r->rc[round] =
+            ent_store_update(r->s, ENT_COLL_EXCHANGES, &d, (uint64_t)round + 1, &r->version[round]);
+    }
+    return NULL;
+}
+
+static void test_store_threads_conflicting_updates_one_winner_per_version(void **state)
+{
+    struct fx *f = *state;
+    struct ent_store_doc d = mkdoc("contended", "start", NULL, NULL, NULL);
+    assert_int_equal(ent_store_insert(f->s, ENT_COLL_EXCHANGES, &d), ENT_OK);
+    struct gc_run runs[GC_ROUND_THREADS];
+    pthread_t th[GC_ROUND_THREADS];
+    pthread_barrier_t go;
+    gc_start(f->s, GC_ROUND_THREADS, gc_update_body, runs, th, &go);
+    gc_join(GC_ROUND_THREADS, th, &go);
+    int last_winner = -1;
+    for (int round = 0; round < GC_ROUNDS; round++) {
+        int winners = 0;
+        for (int i = 0; i < GC_ROUND_THREADS; i++) {
+            if (runs[i].rc[round] == ENT_OK) {
+                winners++;
+                last_winner = i;
+                assert_int_equal(runs[i].version[round], round + 2);
+            } else {
+                assert_int_equal(runs[i].rc[round], ENT_ECONFLICT);
+                /* Outputs are written only on success. */
+                assert_int_equal(runs[i].version[round], 0);
+            }
+        }
+        assert_int_equal(winners, 1);
+    }
+    struct ent_store_doc got = {0};
+    assert_int_equal(ent_store_get(f->s, ENT_COLL_EXCHANGES, "contended", &got), ENT_OK);
+    assert_int_equal(got.version, GC_ROUNDS + 1);
+    char want[32];
+    snprintf(want, sizeof(want), "t%d r%d", last_winner, GC_ROUNDS - 1);
+    assert_doc_data(&got, want);
+    ent_store_doc_free(&got);
+}
+
+/* Each round, threads take different roles: some ops succeed, others fail with their own
+ * error, all at the same moment (so on sqlite they share batches). */
+static void *gc_mixed_body(void *arg)
+{
+    struct gc_run *r = arg;
+    for (int round = 0; round < GC_ROUNDS; round++) {
+        char key[48];
+        int64_t v = 0;
+        uint64_t ver = 0;
+        struct ent_store_doc d = mkdoc("dup", "again", NULL, NULL, NULL);
+        struct ent_store_doc got = {0};
+        pthread_barrier_wait(r->go);
+        switch ((r->id + round) % 5) {
+        case 0: /* succeeds */
+            if (ent_store_incr(r->s, "ok", "k", 1, &v) != ENT_OK)
+                r->failures++;
+            else
+                r->ok_values[r->n_ok++] = v;
+            break;
+        case 1: /* EEXIST */
+            if (ent_store_insert(r->s, ENT_COLL_DEVICES, &d) != ENT_EEXIST)
+                r->failures++;
+            break;
+        case 2: /* overflow */
+            v = 42;
+            if (ent_store_incr(r->s, "big", "k", 2, &v) != ENT_EINVAL || v != 42)
+                r->failures++;
+            break;
+        case 3: /* succeeds, and the caller reads its own write at once */
+            snprintf(key, sizeof(key), "u-%02d-%02d", r->id, round);
+            d = mkdoc(key, key, NULL, NULL, NULL);
+            if (ent_store_insert(r->s, ENT_COLL_DEVICES, &d) != ENT_OK)
+                r->failures++;
+            else
+                r->n_inserted++;
+            if (ent_store_get(r->s, ENT_COLL_DEVICES, key, &got) != ENT_OK || got.version != 1)
+                r->failures++;
+            ent_store_doc_free(&got);
+            break;
+        default: /* ECONFLICT, ENOTFOUND */
+            if (ent_store_update(r->s, ENT_COLL_DEVICES, &d, 7, &ver) != ENT_ECONFLICT || ver != 0)
+                r->failures++;
+            if (ent_store_delete(r->s, ENT_COLL_DEVICES, "missing", 0) != ENT_ENOTFOUND)
+                r->failures++;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_store_threads_failing_ops_stay_alone(void **state)
+{
+    struct fx *f = *state;
+    struct ent_store_doc d = mkdoc("dup", "first", NULL, NULL, NULL);
+    assert_int_equal(ent_store_insert(f->s, ENT_COLL_DEVICES, &d), ENT_OK);
+    int64_t v = 0;
+    assert_int_equal(ent_store_incr(f->s, "big", "k", INT64_MAX - 1, &v), ENT_OK);
+    struct gc_run runs[GC_ROUND_THREADS];
+    pthread_t th[GC_ROUND_THREADS];
+    pthread_barrier_t go;
+    gc_start(f->s, GC_ROUND_THREADS, gc_mixed_body, runs, th, &go);
+    gc_join(GC_ROUND_THREADS, th, &go);
+
+    static int64_t oks[GC_ROUND_THREADS * GC_ROUNDS];
+    int n_ok = 0, n_inserted = 0;
+    for (int i = 0; i < GC_ROUND_THREADS; i++) {
+        assert_int_equal(runs[i].failures, 0);
+        for (int k = 0; k < runs[i].n_ok; k++)
+            oks[n_ok++] = runs[i].ok_values[k];
+        n_inserted += runs[i].n_inserted;
+    }
+    /* 8 threads x 30 rounds, roles cycling over 5: 48 of each. */
+    assert_int_equal(n_ok, GC_ROUND_THREADS * GC_ROUNDS / 5);
+    assert_int_equal(n_inserted, GC_ROUND_THREADS * GC_ROUNDS / 5);
+    /* The successes all took effect, each exactly once... */
+    qsort(oks, (size_t)n_ok, sizeof(*oks), cmp_i64);
+    for (int i = 0; i < n_ok; i++)
+        assert_int_equal(oks[i], i + 1);
+    assert_int_equal(ent_store_counter_get(f->s, "ok", "k", &v), ENT_OK);
+    assert_int_equal(v, n_ok);
+    struct ent_store_page page = {0};
+    assert_int_equal(ent_store_query(f->s, ENT_COLL_DEVICES, -1, "u-", NULL, 1000, &page), ENT_OK);
+    assert_int_equal(page.n, n_inserted);
+    ent_store_page_free(&page);
+    /* ... and the failures left no trace. */
+    assert_int_equal(ent_store_counter_get(f->s, "big", "k", &v), ENT_OK);
+    assert_true(v == INT64_MAX - 1);
+    struct ent_store_doc got = {0};
+    assert_int_equal(ent_store_get(f->s, ENT_COLL_DEVICES, "dup", &got), ENT_OK);
+    assert_int_equal(got.version, 1);
+    assert_doc_data(&got, "first");
+    ent_store_doc_free(&got);
+}
+
+static void *gc_locked_body(void *arg)
+{
+    struct gc_run *r = arg;
+    int64_t v = 0;
+    pthread_barrier_wait(r->go);
+    /* The whole batch waits for the lock and fails together. */
+    if (ent_store_incr(r->s, "sqn", "locked", 1, &v) != ENT_EUNAVAIL)
+        r->failures++;
+    pthread_barrier_wait(r->go);
+    /* The main thread has released the lock. */
+    pthread_barrier_wait(r->go);
+    if (ent_store_incr(r->s, "sqn", "locked", 1, &v) != ENT_OK)
+        r->failures++;
+    r->values[0] = v;
+    return NULL;
+}
+
+static void test_store_threads_batch_fails_together_when_locked(void **state)
+{
+    struct fx *f = *state;
+    if (!is_sqlite())
+        skip();
+    ent_store_close(f->s);
+    f->s = fx_open(f, 50);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+    struct gc_run runs[GC_ROUND_THREADS];
+    pthread_t th[GC_ROUND_THREADS];
+    pthread_barrier_t go;
+    /* The main thread joins the barrier as one more party. */
+    assert_int_equal(pthread_barrier_init(&go, NULL, GC_ROUND_THREADS + 1), 0);
+    for (int i = 0; i < GC_ROUND_THREADS; i++) {
+        runs[i] = (struct gc_run){.s = f->s, .go = &go, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, gc_locked_body, &runs[i]), 0);
+    }
+    pthread_barrier_wait(&go);
+    pthread_barrier_wait(&go);
+    /* Reads are not blocked meanwhile. */
+    assert_int_equal(ent_store_ping(f->s), ENT_OK);
+    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    pthread_barrier_wait(&go);
+    for (int i = 0; i < GC_ROUND_THREADS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&go);
+
+    int64_t got[GC_ROUND_THREADS];
+    for (int i = 0; i < GC_ROUND_THREADS; i++) {
+        assert_int_equal(runs[i].failures, 0);
+        got[i] = runs[i].values[0];
+    }
+    /* The failed attempts changed nothing; the retries each count once. */
+    qsort(got, GC_ROUND_THREADS, sizeof(*got), cmp_i64);
+    for (int i = 0; i < GC_ROUND_THREADS; i++)
+        assert_int_equal(got[i], i + 1);
+}
+
 static void test_store_incr_two_processes_no_lost_update(void **state)
 {
     struct fx *f = *state;
@@ -977,6 +1265,10 @@ int main(int argc, char **argv)
         T(test_store_busy_writer_gives_unavail),
         T(test_store_threads_share_one_store),
         T(test_store_incr_two_processes_no_lost_update),
+        T(test_store_threads_increments_all_distinct),
+        T(test_store_threads_conflicting_updates_one_winner_per_version),
+        T(test_store_threads_failing_ops_stay_alone),
+        T(test_store_threads_batch_fails_together_when_locked),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
