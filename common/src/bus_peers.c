@@ -87,7 +87,9 @@ static ent_err peer_addr_parse(struct peer_addr *a, const char *url)
     int port = 0;
     if (ent_parse_hostport(sep + 3, a->host, sizeof(a->host), &port) != ENT_OK || port <= 0)
         return ENT_EINVAL;
-    snprintf(a->port, sizeof(a->port), "%d", port);
+    int plen = snprintf(a->port, sizeof(a->port), "%d", port);
+    if (plen <= 0 || (size_t)plen >= sizeof(a->port))
+        return ENT_EINVAL;
     unsigned char buf[sizeof(struct in6_addr)];
     a->literal = inet_pton(AF_INET, a->host, buf) == 1 || inet_pton(AF_INET6, a->host, buf) == 1;
     return ENT_OK;
