@@ -271,10 +271,13 @@ static void daemon_reload(struct ent_daemon *d)
     char err[512] = "";
     ent_err rc = ent_config_reload(d->cfg, d->ops->cfg_size, d->keys, d->n_keys, d->config_path,
                                    err, sizeof(err));
-    (void)rc;
-    /* ent_config_reload applies only keys marked reloadable; see daemon_config_keys(). */
-    ENT_LOG_INFO(NULL, "daemon.reload", ENT_KV_STR("result", err[0] ? err : "ok"));
+    /* ent_config_reload applies only keys marked reloadable (daemon_config_keys()); the new
+     * level first, so the reload line itself obeys it. */
     ent_log_set_level(d->common->log_level);
+    if (rc != ENT_OK)
+        ENT_LOG_ERROR(NULL, "daemon.reload_failed", ENT_KV_STR("reason", err));
+    else
+        ENT_LOG_INFO(NULL, "daemon.reload", ENT_KV_STR("result", err[0] ? err : "ok"));
     if (d->ops->reload)
         d->ops->reload(d);
 }

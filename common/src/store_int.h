@@ -2,8 +2,9 @@
 /* The store's backend vtable. store.c validates every argument (non-NULL, non-empty keys,
  * collection range, size limits) and then calls exactly one op, so a backend may assume
  * valid input and only has to map each op onto its database. Each op is one single-document
- * operation in MongoDB terms; the SQLite backend runs each in one BEGIN IMMEDIATE
- * transaction. Backends embed struct ent_store as their first member. */
+ * operation in MongoDB terms; the SQLite backend runs each write under its own SAVEPOINT
+ * inside a group-commit transaction shared with concurrent writers. Backends embed struct
+ * ent_store as their first member. */
 #ifndef ENT_STORE_INT_H
 #define ENT_STORE_INT_H
 

@@ -17,8 +17,10 @@
  * The encoding of a document's bytes belongs to the caller (protobuf in practice); the store
  * never looks inside.
  *
- * Threads: an ent_store may be used from several threads at once; the backend serialises
- * calls on its one connection (see store_sqlite.c). Calls block: daemons call the store from
+ * Threads: an ent_store may be used from several threads at once. The SQLite backend groups
+ * concurrent writes into one transaction (one fsync; each write under its own savepoint,
+ * answered only after the commit) and reads on a second connection (see store_sqlite.c);
+ * MongoDB's client pool serves threads in parallel. Calls block: daemons call the store from
  * a worker thread (uv_queue_work) or accept the short block on the loop.
  * Several processes may open the same SQLite file; their writes serialise in SQLite. */
 #ifndef ENT_STORE_H

@@ -117,6 +117,10 @@ static const struct ent_daemon_ops work_daemon = {
     .stop = work_stop,
 };
 
+/* The child of the running test, killed by the teardown if an assertion fails first (an
+ * orphaned daemon would keep the test's output pipe open). */
+static pid_t g_child;
+
 struct child {
     pid_t pid;
     int ops_port;
@@ -143,7 +147,13 @@ static void child_start(struct child *c, const char *extra_yaml)
     fflush(NULL);
     c->pid = fork();
     assert_true(c->pid >= 0);
+    if (c->pid > 0)
+        g_child = c->pid;
     if (c->pid == 0) {
+        char log_path[160];
+        snprintf(log_path, sizeof(log_path), "%s/out.log", c->dir);
+        if (freopen(log_path, "w", stdout) == NULL)
+            _exit(3);
         char *argv[] = {"testd", "--config", c->config, NULL};
         int rc = ent_daemon_main(&work_daemon, 3, argv);
         fflush(NULL);
@@ -151,6 +161,17 @@ static void child_start(struct child *c, const char *extra_yaml)
     }
     int scale = (int)ent_test_timeout_scale();
     assert_int_equal(ent_test_http_wait_status(c->ops_port, "/readyz", 200, 10000 * scale), 200);
+}
+
+static int kill_leftover_child(void **state)
+{
+    (void)state;
+    if (g_child > 0) {
+        kill(g_child, SIGKILL);
+        waitpid(g_child, NULL, 0);
+        g_child = 0;
+    }
+    return 0;
 }
 
 static int child_wait(struct child *c)
@@ -166,6 +187,7 @@ static int child_wait(struct child *c)
         usleep(20 * 1000);
         waited += 20;
     }
+    g_child = 0;
     char cmd[160];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", c->dir);
     if (system(cmd) != 0)
@@ -252,13 +274,75 @@ static void test_daemon_bad_config_names_the_key(void **state)
     rmdir(dir);
 }
 
+/* Reads the child's log so far (JSON lines). */
+static char *child_log(struct child *c)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/out.log", c->dir);
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(ent_file_read(path, 1 << 20, &text, &len), ENT_OK);
+    return text;
+}
+
+static void test_daemon_sighup_reloads_log_level_and_names_the_rest(void **state)
+{
+    (void)state;
+    struct child c;
+    child_start(&c, "log:\n  level: warn\n");
+    /* At warn, the info-level reload line of a first SIGHUP is not written. */
+    assert_int_equal(kill(c.pid, SIGHUP), 0);
+    usleep(300 * 1000);
+    char *text = child_log(&c);
+    assert_null(strstr(text, "daemon.reload"));
+    free(text);
+
+    /* Raise the level and change a key that needs a restart. */
+    FILE *f = fopen(c.config, "a");
+    assert_non_null(f);
+    fclose(f);
+    char *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(ent_file_read(c.config, 1 << 16, &cfg, &len), ENT_OK);
+    f = fopen(c.config, "w");
+    assert_non_null(f);
+    const char *warn = strstr(cfg, "level: warn");
+    assert_non_null(warn);
+    fwrite(cfg, 1, (size_t)(warn - cfg), f);
+    fputs("level: info\n", f);
+    fputs(warn + strlen("level: warn\n"), f);
+    fputs("daemon:\n  instance: renamed\n", f);
+    fclose(f);
+    free(cfg);
+    assert_int_equal(kill(c.pid, SIGHUP), 0);
+    bool seen = false;
+    for (int i = 0; i < 100 && !seen; i++) {
+        usleep(50 * 1000);
+        text = child_log(&c);
+        seen = strstr(text, "daemon.reload") != NULL;
+        if (seen)
+            assert_non_null(strstr(text, "daemon.instance: changed, restart to apply"));
+        free(text);
+    }
+    assert_true(seen);
+    /* Still serving, still ready, and it counted both signals. */
+    char *body = NULL;
+    assert_int_equal(ent_test_http_get(c.ops_port, "/metrics", &body, 2000), 200);
+    assert_non_null(strstr(body, "entitle_signals_total{signal=\"SIGHUP\"} 2"));
+    free(body);
+    assert_int_equal(ent_test_http_get(c.ops_port, "/readyz", NULL, 2000), 200);
+    assert_int_equal(kill(c.pid, SIGTERM), 0);
+    assert_int_equal(child_wait(&c), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_daemon_drain_finishes_inflight_and_refuses_new),
-        cmocka_unit_test(test_daemon_readyz_fails_first_during_drain_delay),
-        cmocka_unit_test(test_daemon_bad_config_names_the_key),
+        cmocka_unit_test_teardown(test_daemon_drain_finishes_inflight_and_refuses_new, kill_leftover_child),
+        cmocka_unit_test_teardown(test_daemon_readyz_fails_first_during_drain_delay, kill_leftover_child),
+        cmocka_unit_test_teardown(test_daemon_bad_config_names_the_key, kill_leftover_child),
+        cmocka_unit_test_teardown(test_daemon_sighup_reloads_log_level_and_names_the_rest, kill_leftover_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
