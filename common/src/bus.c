@@ -231,6 +231,20 @@ static ent_err tls_for_url(nng_tls_config **out, nng_tls_mode mode, const char *
     return tls_config_new(out, mode, tls);
 }
 
+ent_err bus_ctx_open(nng_socket sock, nng_aio **aio, nng_ctx *ctx, void (*cb)(void *), void *arg)
+{
+    int rv = nng_aio_alloc(aio, cb, arg);
+    if (rv != 0)
+        return bus_err_from_nng(rv);
+    rv = nng_ctx_open(ctx, sock);
+    if (rv != 0) {
+        nng_aio_free(*aio);
+        *aio = NULL;
+        return bus_err_from_nng(rv);
+    }
+    return ENT_OK;
+}
+
 ent_err bus_dial(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
                  uint64_t reconnect_min_ms, uint64_t reconnect_max_ms)
 {

@@ -244,14 +244,9 @@ static ent_err client_open(struct ent_bus_client_impl *impl, uv_loop_t *loop,
         struct client_slot *sl = &impl->slots[i];
         sl->impl = impl;
         sl->item.id = i;
-        rv = nng_aio_alloc(&sl->aio, on_client_aio, sl);
-        if (rv != 0)
-            return bus_err_from_nng(rv);
-        rv = nng_ctx_open(&sl->ctx, impl->sock);
-        if (rv != 0) {
-            nng_aio_free(sl->aio);
-            return bus_err_from_nng(rv);
-        }
+        ent_err rc = bus_ctx_open(impl->sock, &sl->aio, &sl->ctx, on_client_aio, sl);
+        if (rc != ENT_OK)
+            return rc;
         *n_ready = i + 1;
         impl->free_stack[impl->n_free++] = impl->n_slots - 1 - i;
     }

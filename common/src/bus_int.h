@@ -52,6 +52,10 @@ void bus_inbox_close(struct bus_inbox *in, void (*closed)(struct bus_inbox *in))
 /* NNG error -> ent_err, once, at the boundary. */
 ent_err bus_err_from_nng(int rv);
 
+/* One pool slot of a client or server: an aio calling cb(arg) and a context on sock. On
+ * error nothing is left allocated. */
+ent_err bus_ctx_open(nng_socket sock, nng_aio **aio, nng_ctx *ctx, void (*cb)(void *), void *arg);
+
 /* Creates and starts a dialer (flags: NNG_FLAG_NONBLOCK) or a listener for `url` on `sock`,
  * applying TLS for tls+tcp:// URLs and the reconnect times for dialers (0: NNG default).
  * Listeners report their bound port through *port_out when not NULL (-1 if unknown). */

@@ -216,14 +216,9 @@ static ent_err server_open(struct ent_bus_server_impl *impl, const struct ent_bu
         struct server_slot *sl = &impl->slots[i];
         sl->impl = impl;
         sl->item.id = i;
-        rv = nng_aio_alloc(&sl->aio, on_server_aio, sl);
-        if (rv != 0)
-            return bus_err_from_nng(rv);
-        rv = nng_ctx_open(&sl->ctx, impl->sock);
-        if (rv != 0) {
-            nng_aio_free(sl->aio);
-            return bus_err_from_nng(rv);
-        }
+        ent_err rc = bus_ctx_open(impl->sock, &sl->aio, &sl->ctx, on_server_aio, sl);
+        if (rc != ENT_OK)
+            return rc;
         *n_ready = i + 1;
     }
     ent_err rc = bus_listen(impl->sock, cfg->listen, cfg->tls, &impl->port);
