@@ -5,11 +5,15 @@
  * SECONDS: AuthStart -> the USIM side (entitle_aka: verify AUTN, RES, keys, AT_MAC) ->
  * AuthContinue -> success. Prints rates and latency; never asserts on timing.
  * Environment: BENCH_SECONDS (5), BENCH_INFLIGHT (32), BENCH_SUBSCRIBERS (1000),
- * BENCH_SQN_LEASE (1: one store increment per vector). */
+ * BENCH_SQN_LEASE (1: one store increment per vector), BENCH_PING (0; 1: send Ping instead of
+ * authentications, answered on authd's loop thread without store or thread pool: the floor
+ * the bus sets per RPC). CPU per authentication is reported for authd and for this client
+ * separately, since both share the machine's cores. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +50,7 @@ struct bench {
     double lat_max;
     uint64_t next_sub;
     bool stopping;
+    bool ping; /* BENCH_PING: each "authentication" is two Pings */
 };
 
 static int free_port(void)
@@ -60,6 +65,37 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* CPU seconds (user, system) a process has used so far, from /proc/<pid>/stat (fields 14
+ * and 15, in clock ticks). false when the file cannot be read. */
+static bool proc_cpu(pid_t pid, double *user, double *sys)
+{
+    char path[64], buf[1024];
+    unsigned long long ut = 0, st = 0;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return false;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    *user = (double)ut / hz;
+    *sys = (double)st / hz;
+    return true;
+}
+
+static void self_cpu(double *user, double *sys)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 static void imsi_of(unsigned i, char *out, size_t cap)
 {
     snprintf(out, cap, "00101%010u", i);
@@ -71,6 +107,44 @@ static void identity_of(unsigned i, char *out, size_t cap)
 }
 
 static void slot_start(struct slot *s);
+
+/* BENCH_PING: two Pings stand for AuthStart + AuthContinue. */
+static void on_ping(ent_err st, Entitle__V1__Response *r, void *ud)
+{
+    struct slot *s = ud;
+    struct bench *b = s->b;
+    bool second = s->ticket.len != 0;
+    if (r)
+        entitle__v1__response__free_unpacked(r, NULL);
+    if (st != ENT_OK) {
+        b->errors++;
+        b->active--;
+        s->ticket.len = 0;
+        slot_start(s);
+        return;
+    }
+    if (second) {
+        b->ok++;
+        b->active--;
+        s->ticket.len = 0;
+        double l = (double)(ent_now_ns() - s->started_ns) / 1e6;
+        b->lat_sum += l;
+        if (l > b->lat_max)
+            b->lat_max = l;
+        slot_start(s);
+        return;
+    }
+    Entitle__V1__PingRequest ping = ENTITLE__V1__PING_REQUEST__INIT;
+    Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
+    req.body_case = ENTITLE__V1__REQUEST__BODY_PING;
+    req.ping = &ping;
+    s->ticket.len = 1;
+    if (ent_bus_call(&b->c, &req, 10000, NULL, on_ping, s) != ENT_OK) {
+        b->errors++;
+        b->active--;
+        s->ticket.len = 0;
+    }
+}
 
 static void on_continue(ent_err st, Entitle__V1__Response *r, void *ud)
 {
@@ -153,6 +227,19 @@ static void slot_start(struct slot *s)
     if (ent_now_ms() >= b->end_ms)
         return;
     s->sub = (unsigned)(b->next_sub++ % b->subs);
+    if (b->ping) {
+        Entitle__V1__PingRequest ping = ENTITLE__V1__PING_REQUEST__INIT;
+        Entitle__V1__Request preq = ENTITLE__V1__REQUEST__INIT;
+        preq.body_case = ENTITLE__V1__REQUEST__BODY_PING;
+        preq.ping = &ping;
+        s->started_ns = ent_now_ns();
+        s->ticket.len = 0;
+        if (ent_bus_call(&b->c, &preq, 10000, NULL, on_ping, s) == ENT_OK)
+            b->active++;
+        else
+            b->errors++;
+        return;
+    }
     identity_of(s->sub, id, sizeof(id));
     Entitle__V1__AuthStartRequest as = ENTITLE__V1__AUTH_START_REQUEST__INIT;
     Entitle__V1__RequestParams p = ENTITLE__V1__REQUEST_PARAMS__INIT;
@@ -227,6 +314,7 @@ int main(int argc, char **argv)
     }
     b.inflight = (unsigned)env_u64("BENCH_INFLIGHT", 32);
     b.subs = (unsigned)env_u64("BENCH_SUBSCRIBERS", 1000);
+    b.ping = env_u64("BENCH_PING", 0) == 1;
     ent_hex_decode(K, b.k, 16);
     ent_hex_decode(OPC, b.opc, 16);
     if (mkdtemp(dir) == NULL)
@@ -294,6 +382,9 @@ int main(int argc, char **argv)
     uint64_t prov_ms = ent_now_ms() - t0;
 
     struct slot *slots = calloc(b.inflight, sizeof(*slots));
+    double du0 = 0, ds0 = 0, du1 = 0, ds1 = 0, cu0, cs0, cu1, cs1;
+    bool dcpu = proc_cpu(pid, &du0, &ds0);
+    self_cpu(&cu0, &cs0);
     t0 = ent_now_ms();
     b.end_ms = t0 + seconds * 1000;
     for (unsigned i = 0; i < b.inflight; i++) {
@@ -303,9 +394,13 @@ int main(int argc, char **argv)
     while (b.active > 0)
         uv_run(&b.loop, UV_RUN_ONCE);
     double el = (double)(ent_now_ms() - t0) / 1000.0;
+    dcpu = dcpu && proc_cpu(pid, &du1, &ds1);
+    self_cpu(&cu1, &cs1);
 
-    printf("bench_auth: store=sqlite(synchronous=FULL) subscribers=%u inflight=%u sqn_lease=%llu\n",
-           b.subs, b.inflight, (unsigned long long)lease);
+    printf(
+        "bench_auth: store=sqlite(synchronous=FULL) subscribers=%u inflight=%u sqn_lease=%llu%s\n",
+        b.subs, b.inflight, (unsigned long long)lease,
+        b.ping ? " PING ONLY (2 Pings per \"authentication\")" : "");
     printf("  provisioning: %u CredentialPut in %llu ms (%.0f/s)\n", b.subs,
            (unsigned long long)prov_ms, prov_ms ? b.subs * 1000.0 / (double)prov_ms : 0.0);
     printf("  full authentications: %llu ok, %llu failed, %llu errors in %.2f s = %.0f auth/s\n",
@@ -313,6 +408,14 @@ int main(int argc, char **argv)
            (double)b.ok / el);
     printf("  latency (AuthStart..success): mean %.2f ms, max %.2f ms\n",
            b.ok ? b.lat_sum / (double)b.ok : 0.0, b.lat_max);
+    if (b.ok > 0) {
+        double per = 1e6 / (double)b.ok;
+        if (dcpu)
+            printf("  authd CPU per authentication: %.0f us (user %.0f, sys %.0f)\n",
+                   (du1 - du0 + ds1 - ds0) * per, (du1 - du0) * per, (ds1 - ds0) * per);
+        printf("  bench client CPU per authentication: %.0f us (user %.0f, sys %.0f)\n",
+               (cu1 - cu0 + cs1 - cs0) * per, (cu1 - cu0) * per, (cs1 - cs0) * per);
+    }
     printf("  store commits per authentication: %s (sqn incr, round insert, round close)\n",
            lease > 1 ? "~2" : "3");
 
