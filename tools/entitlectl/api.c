@@ -144,8 +144,21 @@ int ectl_parse(struct ectl_opts *g, int argc, char **argv, const struct ectl_opt
 {
     size_t np = 0;
     int i = 0;
+    bool only_pos = false; /* after "--" */
     while (i < argc) {
         const char *a = argv[i];
+        if (!only_pos && strcmp(a, "--") == 0) {
+            only_pos = true;
+            i++;
+            continue;
+        }
+        if (only_pos) {
+            if (np >= max_pos)
+                return ectl_usage(usage, "unexpected argument '%s'", a);
+            pos[np++] = a;
+            i++;
+            continue;
+        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: %s\n", usage);
             return -1;
@@ -155,7 +168,7 @@ int ectl_parse(struct ectl_opts *g, int argc, char **argv, const struct ectl_opt
             return ectl_usage(usage, "bad global option");
         if (gm > 0)
             continue;
-        if (strcmp(a, "--") != 0 && strncmp(a, "--", 2) == 0) {
+        if (strncmp(a, "--", 2) == 0) {
             bool done = false;
             for (size_t k = 0; k < n_opts && !done; k++) {
                 const char *val = NULL;
