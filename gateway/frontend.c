@@ -743,6 +743,9 @@ static void token_accepted(struct gw_call *c, const char *imsi, uint64_t expiry_
         copy_str(c->imsi, sizeof(c->imsi), imsi);
     uint64_t now_s = ent_wall_ms() / 1000;
     c->token_validity = expiry_unix > now_s ? (int64_t)(expiry_unix - now_s) : 0;
+    /* A token request carries the app's current push token too (PROTOCOL.md §2): FCM
+     * rotates tokens, and a handset with a valid token never repeats EAP-AKA to tell us. */
+    register_device(c, c->req.p[GW_P_NOTIF_TOKEN], c->req.p[GW_P_NOTIF_ACTION]);
     start_decision(c);
 }
 

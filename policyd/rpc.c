@@ -290,6 +290,26 @@ static bool printable(const char *s, size_t max)
     return true;
 }
 
+/* True when the stored registration of dev's terminal already says what dev says (updated_ms
+ * aside). Handsets repeat their push token on every token request; only a change is written. */
+static bool device_unchanged(struct ent_store *s, const struct pd_device *dev)
+{
+    char key[sizeof(dev->imsi) + sizeof(dev->terminal_id) + 2];
+    snprintf(key, sizeof(key), "%s/%s", dev->imsi, dev->terminal_id);
+    struct ent_store_doc doc = {0};
+    if (ent_store_get(s, ENT_COLL_DEVICES, key, &doc) != ENT_OK)
+        return false;
+    struct pd_device old;
+    bool same = pd_device_from_doc(&doc, &old) == ENT_OK &&
+                strcmp(old.push_token, dev->push_token) == 0 &&
+                old.notif_action == dev->notif_action &&
+                strcmp(old.push_platform, dev->push_platform) == 0 &&
+                strcmp(old.vendor, dev->vendor) == 0 && strcmp(old.model, dev->model) == 0 &&
+                strcmp(old.sw_version, dev->sw_version) == 0;
+    ent_store_doc_free(&doc);
+    return same;
+}
+
 ent_err policyd_device_register(struct policyd *p, const Entitle__V1__DeviceRegisterRequest *req)
 {
     struct pd_device dev;
@@ -340,6 +360,10 @@ ent_err policyd_device_register(struct policyd *p, const Entitle__V1__DeviceRegi
     const char *plat = action == 1 ? "gcm" : action == 4 ? "apns" : action ? "fcm" : "";
     snprintf(dev.push_platform, sizeof(dev.push_platform), "%s", dev.push_token[0] ? plat : "");
     dev.updated_ms = (int64_t)ent_wall_ms();
+    if (device_unchanged(p->store, &dev)) {
+        ent_counter_inc(&devices_registered, "unchanged");
+        return ENT_OK;
+    }
     rc = pd_device_put(p->store, &dev);
     ent_counter_inc(&devices_registered, ent_err_name(rc));
     return rc;

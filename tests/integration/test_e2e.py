@@ -211,8 +211,15 @@ def test_e2e_roaming_pushes_and_next_request_sees_it(stack, tmp_path):
     token = first["params"]["Token.token"]
     dev = wait_device_registered(stack, imsi, terminal)
     assert push_token not in json.dumps(dev)  # shown masked
-    # the decision is cached now: the second token request is a cache hit
-    stack.device(imsi, *apps, state=sim)
+    # like AOSP, the handset repeats its push token on token requests: policyd sees the same
+    # registration and writes nothing
+    same = stack.metric("policyd", "entitle_policyd_device_registrations_total",
+                        result="unchanged")
+    stack.device(imsi, *apps, "--notif-token", push_token, "--notif-action", "2", state=sim)
+    wait_for(lambda: stack.metric("policyd", "entitle_policyd_device_registrations_total",
+                                  result="unchanged") > same, 10, "a repeated registration")
+    assert wait_device_registered(stack, imsi, terminal)["version"] == dev["version"]
+    # the decision is cached now: the next token request is a cache hit
     before = gw_cache(stack)
     held = stack.device(imsi, *apps, state=sim)
     assert statuses(held)["ap2004"] == "1"
@@ -295,19 +302,26 @@ def test_e2e_provisioning_change_push_requery(stack, tmp_path):
     out = stack.device(imsi, *apps, state=sim)
     assert statuses(out) == {"ap2003": "1", "ap2004": "0", "ap2005": "0"}, out["document"]
 
+    # the app's FCM registration token rotates: the handset sends the new one with its next
+    # token request (no new EAP-AKA), and pushes go there from now on
+    rotated = f"rot-{stack.backend}-prov:APA91bXYZ"
+    out = stack.device(imsi, *apps, "--notif-token", rotated, "--notif-action", "2", state=sim)
+    assert out["auth"] == "token" and out["challenges"] == 0, out
+    wait_for(lambda: wait_device_registered(stack, imsi, terminal)["push_token"].startswith("rot-"),
+             15, "the rotated push token at policyd")
+
     # c) the plan itself: a policy change reaches every device whose answer changed
     st, plan, _ = stack.admin("PUT", "/v1/plans/e2e-basic", {
         "id": "e2e-basic", "name": "Basic+",
         "services": {"volte": True, "vowifi": True, "smsoip": True}})
     assert st == 200, plan
-    msgs = stack.fcm.wait_count(push_token, 3)
-    assert app_ids(msgs[2]["app"]) == ["ap2004"], msgs
+    msgs = stack.fcm.wait_count(rotated, 1)
+    assert app_ids(msgs[0]["app"]) == ["ap2004"], msgs
     out = stack.device(imsi, *apps, state=sim)
     # VoWiFi back through the plan; SMSoIP still off by the override (override beats plan)
     assert statuses(out) == {"ap2003": "1", "ap2004": "1", "ap2005": "0"}, out["document"]
     assert out["params"]["Token.token"] == token
-    for m in msgs:
-        assert m["token"] == push_token
+    assert len(stack.fcm.sent_to(push_token)) == 2  # nothing more to the retired token
 
 
 # ---- 4: everything stops cleanly ------------------------------------------------------------------
