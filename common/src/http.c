@@ -64,13 +64,20 @@ static void http_count_response(const struct ent_http_server *srv, int status, u
         ent_histogram_observe(&http_duration, (double)(ent_now_ns() - start_ns) / 1e9, srv->name);
 }
 
-#define RBUF_SIZE   65536
-#define TBUF_SIZE   16384
-#define PENDING_CAP 65536  /* stop reading while this much input is parked */
-#define WRITE_HIGH  262144 /* stop parsing while this much output is queued */
-#define LINGER_MS   2000
-#define MAX_SLOTS   (1u << ENT_HTTP_SLOT_BITS)
-#define HEAD_SLACK  4096
+#define RBUF_SIZE    65536
+#define TBUF_SIZE    16384
+#define PENDING_CAP  65536  /* stop reading while this much input is parked */
+#define WRITE_HIGH   262144 /* stop parsing while this much output is queued */
+#define LINGER_MS    2000
+#define MAX_SLOTS    (1u << ENT_HTTP_SLOT_BITS)
+#define HEAD_SLACK   4096
+#define STREAM_SLICE 16384 /* body bytes parsed per llhttp call for a streamed request */
+#define STREAM_HW    262144
+#define STREAM_MAX   ((uint64_t)1 << 40)
+#define PAUSE_HEAD   1 /* llhttp paused after the head of a streamed request */
+#define PAUSE_DONE   2 /* llhttp paused at the end of a message */
+
+enum frame { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
 
 static void conn_close(struct ent_http_conn *c);
 static void conn_linger(struct ent_http_conn *c);
@@ -78,6 +85,9 @@ static void conn_arm(struct ent_http_conn *c);
 static void conn_pump(struct ent_http_conn *c);
 static void conn_tls_flush(struct ent_http_conn *c);
 static void server_maybe_closed(struct ent_http_server *srv);
+static void conn_schedule_pump(struct ent_http_conn *c);
+static void server_schedule_pump(struct ent_http_server *srv);
+static ent_err conn_build_request(struct ent_http_conn *c, struct ent_http_request *out);
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -205,7 +215,7 @@ const char *ent_http_request_header(const struct ent_http_request *r, const char
 /* Builds a whole response into srv->out. */
 static ent_err build_response(struct ent_http_server *srv, int status, bool keep,
                               const struct ent_http_header *headers, size_t n_headers,
-                              const void *body, size_t body_len, bool send_body)
+                              const void *body, size_t body_len, bool send_body, enum frame frame)
 {
     struct ent_buf *b = &srv->out;
     ent_buf_reset(b);
@@ -235,11 +245,13 @@ static ent_err build_response(struct ent_http_server *srv, int status, bool keep
         if (rc == ENT_OK)
             rc = ent_buf_append(b, h->value, h->value_len);
     }
-    if (rc == ENT_OK && !no_body) {
+    if (rc == ENT_OK && !no_body && frame == FRAME_LENGTH) {
         rc = ent_buf_append(b, "\r\nContent-Length: ", 18);
         if (rc == ENT_OK)
             rc = buf_append_u64(b, body_len);
     }
+    if (rc == ENT_OK && frame == FRAME_CHUNKED)
+        rc = ent_buf_append_str(b, "\r\nTransfer-Encoding: chunked");
     if (rc == ENT_OK)
         rc = keep ? ent_buf_append_str(b, "\r\nConnection: keep-alive\r\n\r\n")
                   : ent_buf_append_str(b, "\r\nConnection: close\r\n\r\n");
@@ -268,6 +280,16 @@ static void on_write(uv_write_t *req, int status)
         c->write_deadline = 0;
         if (c->state == ENT_HTTP_CONN_OPEN && !c->req_active && c->pending.len > c->pending_off)
             conn_pump(c);
+        conn_arm(c);
+        if (c->state == ENT_HTTP_CONN_OPEN && c->drain_wanted && c->stream_out && c->has_ops) {
+            c->drain_wanted = false;
+            if (c->ops.on_drain != NULL)
+                c->ops.on_drain(c->srv, c->req_id, c->ops_ud);
+        }
+    } else if (c->stream_out && c->srv->cfg.write_timeout_ms > 0 &&
+               c->state != ENT_HTTP_CONN_CLOSED) {
+        /* A long streamed response must make progress, not finish, within the timeout. */
+        c->write_deadline = uv_now(c->srv->loop) + c->srv->cfg.write_timeout_ms;
         conn_arm(c);
     }
 }
@@ -309,6 +331,8 @@ static void conn_send(struct ent_http_conn *c, const char *data, size_t len)
         return;
     }
     c->writes_pending++;
+    if (c->tcp.write_queue_size > c->srv->stats.out_queued_max)
+        c->srv->stats.out_queued_max = c->tcp.write_queue_size;
     if (c->write_deadline == 0 && c->srv->cfg.write_timeout_ms > 0) {
         c->write_deadline = uv_now(c->srv->loop) + c->srv->cfg.write_timeout_ms;
         conn_arm(c);
@@ -361,6 +385,7 @@ static void on_conn_timer(uv_timer_t *t)
         ent_counter_inc(&http_conn_events, srv->name, "write_timeout");
         ENT_LOG_INFO(NULL, "http.write_timeout", ENT_KV_STR("server", srv->name),
                      ENT_KV_STR("peer", c->peer));
+        c->lost_why = ENT_ETIMEDOUT;
         conn_close(c);
         return;
     }
@@ -378,10 +403,15 @@ static void on_conn_timer(uv_timer_t *t)
         } else if (c->msg_started) {
             ENT_LOG_INFO(NULL, "http.read_timeout", ENT_KV_STR("server", srv->name),
                          ENT_KV_STR("peer", c->peer));
+            c->lost_why = ENT_ETIMEDOUT;
+            ent_counter_inc(&http_conn_events, srv->name, "read_timeout");
+            if (c->stream_out) { /* mid-response: no room for a 408 */
+                conn_close(c);
+                return;
+            }
             srv->stats.responses[4]++;
             http_count_response(srv, 408, 0);
-            ent_counter_inc(&http_conn_events, srv->name, "read_timeout");
-            if (build_response(srv, 408, false, NULL, 0, NULL, 0, false) == ENT_OK)
+            if (build_response(srv, 408, false, NULL, 0, NULL, 0, false, FRAME_LENGTH) == ENT_OK)
                 conn_write(c, srv->out.data, srv->out.len);
             conn_linger(c);
         } else {
@@ -447,6 +477,7 @@ static void conn_free(struct ent_http_conn *c)
     ent_buf_free(&c->head);
     ent_buf_free(&c->body);
     ent_buf_free(&c->pending);
+    ent_buf_free(&c->piece);
     free(c->hoff);
     free(c->hdrs);
     free(c);
@@ -460,6 +491,31 @@ static void on_conn_handle_closed(uv_handle_t *h)
     struct ent_http_conn *c = h->data;
     if (--c->close_pending == 0)
         conn_free(c);
+}
+
+/* The dispatched request dies with its connection: a registered on_abort is owed, and the
+ * pump delivers it (not now: we may be inside the consumer's own call). Nothing is owed
+ * while the server closes (ent/http.h). */
+static void conn_lose_stream(struct ent_http_conn *c)
+{
+    struct ent_http_server *srv = c->srv;
+    bool owed = c->has_ops && c->ops.on_abort != NULL && !srv->closing;
+    c->has_ops = false;
+    if (!owed)
+        return;
+    struct ent_http_abort *a = malloc(sizeof(*a));
+    if (a == NULL) {
+        ENT_LOG_ERROR(NULL, "http.abort_lost", ENT_KV_STR("server", srv->name),
+                      ENT_KV_STR("reason", "out of memory"));
+        return;
+    }
+    *a = (struct ent_http_abort){.next = srv->aborts,
+                                 .id = c->req_id,
+                                 .why = c->lost_why != ENT_OK ? c->lost_why : ENT_ECLOSED,
+                                 .cb = c->ops.on_abort,
+                                 .ud = c->ops_ud};
+    srv->aborts = a;
+    server_schedule_pump(srv);
 }
 
 /* Closes at once (RST-free unless input is unread). Safe to call from any callback,
@@ -476,6 +532,7 @@ static void conn_close(struct ent_http_conn *c)
         srv->stats.client_gone++;
         ENT_LOG_DEBUG(NULL, "http.client_gone", ENT_KV_STR("server", srv->name),
                       ENT_KV_STR("peer", c->peer));
+        conn_lose_stream(c);
     }
     if (c->has_slot) {
         srv->slots[c->slot] = NULL;
@@ -520,6 +577,7 @@ static void conn_linger(struct ent_http_conn *c)
     if (c->req_active) {
         c->req_active = false;
         srv->inflight--;
+        conn_lose_stream(c);
     }
     if (c->ssl != NULL && c->handshake_done) {
         (void)SSL_shutdown(c->ssl);
@@ -553,16 +611,23 @@ static void conn_fail(struct ent_http_conn *c, int status, const char *event, co
     struct ent_http_server *srv = c->srv;
     if (c->state != ENT_HTTP_CONN_OPEN)
         return;
+    if (c->req_active && c->lost_why == ENT_OK) /* a streamed body went wrong */
+        c->lost_why = status == 413 ? ENT_ETOOBIG : ENT_EPROTO;
     if (status == 400)
         srv->stats.parse_errors++;
     else if (status == 413 || status == 414 || status == 431)
         srv->stats.limit_errors++;
     ENT_LOG_INFO(NULL, event, ENT_KV_STR("server", srv->name), ENT_KV_STR("peer", c->peer),
                  ENT_KV_I64("status", status), ENT_KV_STR("reason", reason));
+    if (c->stream_out) { /* a response is half sent: cut it, the client sees it truncated */
+        conn_close(c);
+        return;
+    }
     srv->stats.responses[status / 100]++;
     http_count_response(srv, status, 0);
     const char *text = status_reason(status);
-    if (build_response(srv, status, false, NULL, 0, text, strlen(text), true) == ENT_OK)
+    if (build_response(srv, status, false, NULL, 0, text, strlen(text), true, FRAME_LENGTH) ==
+        ENT_OK)
         conn_write(c, srv->out.data, srv->out.len);
     conn_linger(c);
 }
@@ -591,6 +656,10 @@ static int on_message_begin(llhttp_t *p)
     if (c->body.cap > 65536)
         ent_buf_free(&c->body);
     ent_buf_reset(&c->body);
+    ent_buf_reset(&c->piece);
+    c->stream_in = c->body_done = c->body_paused = false;
+    c->body_seen = 0;
+    c->lost_why = ENT_OK;
     c->n_hdr = 0;
     c->target_len = c->path_off = c->path_len = c->query_off = c->query_len = 0;
     c->has_query = false;
@@ -741,7 +810,17 @@ static int on_headers_complete(llhttp_t *p)
     c->keep_alive = llhttp_should_keep_alive(p) != 0;
     c->upgrade = p->upgrade != 0;
     c->is_head = p->method == HTTP_HEAD;
-    if ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > srv->cfg.max_body)
+    bool has_body = (p->flags & F_CHUNKED) != 0 ||
+                    ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > 0);
+    if (has_body && !c->upgrade && srv->cfg.stream_select != NULL) {
+        struct ent_http_request head;
+        if (conn_build_request(c, &head) != ENT_OK)
+            return parser_fail(c, 500, "out of memory");
+        head.body = NULL;
+        c->stream_in = srv->cfg.stream_select(srv, &head, srv->ud);
+    }
+    uint64_t limit = c->stream_in ? srv->cfg.max_stream_body : srv->cfg.max_body;
+    if ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > limit)
         return parser_fail(c, 413, "content-length over limit");
     /* curl and others wait (about a second) for this before sending a large body. */
     size_t elen = 0;
@@ -751,13 +830,36 @@ static int on_headers_complete(llhttp_t *p)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         conn_write(c, cont, sizeof(cont) - 1);
     }
+    if (c->stream_in) {
+        c->pause_why = PAUSE_HEAD; /* dispatch now; the body follows in pieces */
+        return HPE_PAUSED;
+    }
     return 0;
+}
+
+/* Request bytes this connection holds right now, for the high-water statistic. */
+static void conn_note_in(struct ent_http_conn *c)
+{
+    uint64_t held = (c->pending.len - c->pending_off) + c->body.len + c->piece.len;
+    if (held > c->srv->stats.in_buffered_max)
+        c->srv->stats.in_buffered_max = held;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct ent_http_conn *c = parser_conn(p);
+    if (c->stream_in) {
+        c->body_seen += len;
+        if (c->body_seen > c->srv->cfg.max_stream_body)
+            return parser_fail(c, 413, "streamed body over limit");
+        /* At most STREAM_SLICE bytes per llhttp call, so the piece stays small. */
+        if (ent_buf_append(&c->piece, at, len) != ENT_OK)
+            return parser_fail(c, 500, "out of memory");
+        conn_note_in(c);
+        return 0;
+    }
     ent_err rc = ent_buf_append(&c->body, at, len);
+    conn_note_in(c);
     if (rc == ENT_ETOOBIG)
         return parser_fail(c, 413, "body over limit");
     if (rc != ENT_OK)
@@ -767,7 +869,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_message_complete(llhttp_t *p)
 {
-    (void)p;
+    parser_conn(p)->pause_why = PAUSE_DONE;
     return HPE_PAUSED; /* invariant 1 */
 }
 
@@ -784,15 +886,13 @@ static const llhttp_settings_t parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-static void conn_dispatch(struct ent_http_conn *c)
+/* Fills *req from the parsed head (and the whole body, if any): pointers into c. */
+static ent_err conn_build_request(struct ent_http_conn *c, struct ent_http_request *out)
 {
-    struct ent_http_server *srv = c->srv;
     if (c->cap_hdrs < c->n_hdr) {
         struct ent_http_header *n = realloc(c->hdrs, c->n_hdr * sizeof(*n));
-        if (n == NULL) {
-            conn_fail(c, 500, "http.internal_error", "out of memory");
-            return;
-        }
+        if (n == NULL)
+            return ENT_ENOMEM;
         c->hdrs = n;
         c->cap_hdrs = c->n_hdr;
     }
@@ -819,7 +919,27 @@ static void conn_dispatch(struct ent_http_conn *c)
         .tls = c->ssl != NULL,
         .start_ns = c->start_ns,
     };
+    if (req.method == NULL)
+        req.method = "";
     memcpy(req.peer, c->peer, sizeof(req.peer));
+    *out = req;
+    return ENT_OK;
+}
+
+static void conn_dispatch(struct ent_http_conn *c)
+{
+    struct ent_http_server *srv = c->srv;
+    struct ent_http_request req;
+    if (conn_build_request(c, &req) != ENT_OK) {
+        conn_fail(c, 500, "http.internal_error", "out of memory");
+        return;
+    }
+    if (c->stream_in) {
+        req.streamed = true;
+        req.body = NULL;
+        req.body_len = 0;
+        srv->stats.streamed_requests++;
+    }
     srv->seq++;
     c->req_id = (srv->seq << ENT_HTTP_SLOT_BITS) | c->slot;
     req.id = c->req_id;
@@ -831,10 +951,38 @@ static void conn_dispatch(struct ent_http_conn *c)
     srv->cb(srv, &req, srv->ud);
 }
 
+/* A dispatched request blocks parsing, except the body of a streamed one while its
+ * consumer takes it; the consumer then paces itself by the response queue. */
 static bool conn_can_parse(const struct ent_http_conn *c)
 {
-    return c->state == ENT_HTTP_CONN_OPEN && !c->req_active &&
-           c->tcp.write_queue_size <= WRITE_HIGH && (c->ssl == NULL || c->handshake_done);
+    if (c->state != ENT_HTTP_CONN_OPEN || (c->ssl != NULL && !c->handshake_done))
+        return false;
+    if (c->req_active)
+        return c->stream_in && !c->body_done && !c->body_paused && c->has_ops;
+    return c->tcp.write_queue_size <= WRITE_HIGH;
+}
+
+/* Hands the body bytes of the last llhttp call to the consumer, outside llhttp. */
+static void conn_deliver_piece(struct ent_http_conn *c)
+{
+    struct ent_http_server *srv = c->srv;
+    if (c->state == ENT_HTTP_CONN_OPEN && c->req_active && c->has_ops && c->ops.on_body) {
+        if (!c->body_paused && srv->cfg.read_timeout_ms > 0) {
+            c->read_deadline = uv_now(srv->loop) + srv->cfg.read_timeout_ms;
+            conn_arm(c);
+        }
+        c->ops.on_body(srv, c->req_id, c->piece.data, c->piece.len, c->ops_ud);
+    }
+    ent_buf_reset(&c->piece);
+}
+
+static void conn_body_done(struct ent_http_conn *c)
+{
+    c->body_done = true;
+    c->read_deadline = 0;
+    conn_arm(c);
+    if (c->req_active && c->has_ops && c->ops.on_body_end != NULL)
+        c->ops.on_body_end(c->srv, c->req_id, c->ops_ud);
 }
 
 /* Runs llhttp over data, dispatching each complete request; stops at an unanswered one.
@@ -843,22 +991,41 @@ static size_t conn_parse(struct ent_http_conn *c, const char *data, size_t len)
 {
     size_t off = 0;
     while (off < len && conn_can_parse(c)) {
-        llhttp_errno_t e = llhttp_execute(&c->parser, data + off, len - off);
-        if (e == HPE_OK) {
-            off = len;
-            break;
-        }
-        if (e == HPE_PAUSED) {
-            off = (size_t)(llhttp_get_error_pos(&c->parser) - data);
-            llhttp_resume(&c->parser);
-            if (c->state != ENT_HTTP_CONN_OPEN)
-                break;
+        size_t step = len - off;
+        if (c->stream_in && step > STREAM_SLICE)
+            step = STREAM_SLICE;
+        c->pause_why = 0;
+        llhttp_errno_t e = llhttp_execute(&c->parser, data + off, step);
+        if (e == HPE_OK || e == HPE_PAUSED) {
+            if (e == HPE_PAUSED) {
+                off = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+                llhttp_resume(&c->parser);
+            } else {
+                off += step;
+            }
+            if (c->piece.len > 0)
+                conn_deliver_piece(c);
+            if (c->state != ENT_HTTP_CONN_OPEN || e == HPE_OK)
+                continue;
+            if (c->pause_why == PAUSE_HEAD) {
+                conn_dispatch(c);
+                if (c->req_active)
+                    c->body_paused = false; /* flows once ent_http_request_stream() is called */
+                continue;
+            }
+            c->msg_started = false;
+            if (c->stream_in) {
+                if (c->req_active)
+                    conn_body_done(c);
+                continue;
+            }
             if (c->upgrade)
                 c->keep_alive = false; /* no protocol switch here: answer, then close */
-            c->msg_started = false;
             conn_dispatch(c);
             continue;
         }
+        if (c->piece.len > 0)
+            ent_buf_reset(&c->piece);
         if (c->err_status != 0)
             conn_fail(c, c->err_status,
                       c->err_status == 400 ? "http.parse_error" : "http.limit_exceeded",
@@ -891,6 +1058,8 @@ static void conn_input(struct ent_http_conn *c, const char *data, size_t len)
     }
     if (ent_buf_append(&c->pending, data, len) != ENT_OK)
         conn_close(c);
+    else
+        conn_note_in(c);
 }
 
 static void conn_eof(struct ent_http_conn *c, int err)
@@ -971,6 +1140,9 @@ static void conn_after_input(struct ent_http_conn *c)
         c->read_stopped = false;
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
+    /* A consumer resumed (or registered) while this parse ran: finish on a later turn. */
+    if (parked > 0 && conn_can_parse(c))
+        conn_schedule_pump(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1028,10 +1200,20 @@ static void conn_pump(struct ent_http_conn *c)
     conn_after_input(c);
 }
 
+/* The pump: owed on_abort calls first, then connections with parked input to parse. */
 static void on_pump(uv_idle_t *h)
 {
     struct ent_http_server *srv = ENT_CONTAINER_OF(h, struct ent_http_server, pump);
-    while (srv->pump_head != NULL) {
+    while (srv->aborts != NULL || srv->pump_head != NULL) {
+        if (srv->aborts != NULL) {
+            struct ent_http_abort *a = srv->aborts;
+            srv->aborts = a->next;
+            a->cb(srv, a->id, a->why, a->ud);
+            free(a);
+            if (srv->closing)
+                return; /* the callback closed the server; its close dropped the rest */
+            continue;
+        }
         struct ent_http_conn *c = srv->pump_head;
         srv->pump_head = c->pump_next;
         c->pump_next = NULL;
@@ -1040,6 +1222,12 @@ static void on_pump(uv_idle_t *h)
             conn_pump(c);
     }
     uv_idle_stop(&srv->pump);
+}
+
+static void server_schedule_pump(struct ent_http_server *srv)
+{
+    if (!srv->closing)
+        uv_idle_start(&srv->pump, on_pump);
 }
 
 static void conn_schedule_pump(struct ent_http_conn *c)
@@ -1055,6 +1243,53 @@ static void conn_schedule_pump(struct ent_http_conn *c)
 
 /* ---- public: responding ------------------------------------------------------------ */
 
+/* The connection answering request `id`, or NULL if it is gone or the id was answered. */
+static struct ent_http_conn *conn_find(const struct ent_http_server *srv, uint64_t id)
+{
+    uint64_t slot = id & ENT_HTTP_SLOT_MASK;
+    if (srv->slots == NULL || slot >= srv->cfg.max_connections)
+        return NULL;
+    struct ent_http_conn *c = srv->slots[slot];
+    if (c == NULL || !c->req_active || c->req_id != id || c->state != ENT_HTTP_CONN_OPEN)
+        return NULL;
+    return c;
+}
+
+/* The response of the dispatched request is fully queued (req_active already false): the
+ * connection goes idle for the next request, or lingers to its close. */
+static void conn_response_done(struct ent_http_conn *c, bool keep)
+{
+    struct ent_http_server *srv = c->srv;
+    c->has_ops = c->stream_out = c->drain_wanted = false;
+    if (c->state != ENT_HTTP_CONN_OPEN)
+        return;
+    if (!keep) {
+        conn_linger(c);
+        return;
+    }
+    c->stream_in = false;
+    if (srv->cfg.idle_timeout_ms > 0)
+        c->idle_deadline = uv_now(srv->loop) + srv->cfg.idle_timeout_ms;
+    conn_arm(c);
+    bool more = c->pending.len > c->pending_off || c->read_stopped ||
+                (c->ssl != NULL && (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->rbio) > 0));
+    if (!c->in_parse && more)
+        conn_schedule_pump(c);
+}
+
+/* Body delivery may go on (registration or resume): restart the read clock and parse
+ * what is parked on a later loop turn (or now, if a parse is under way on this stack). */
+static void conn_body_kick(struct ent_http_conn *c)
+{
+    struct ent_http_server *srv = c->srv;
+    if (srv->cfg.read_timeout_ms > 0) {
+        c->read_deadline = uv_now(srv->loop) + srv->cfg.read_timeout_ms;
+        conn_arm(c);
+    }
+    if (!c->in_parse)
+        conn_schedule_pump(c);
+}
+
 ent_err ent_http_respond(struct ent_http_server *srv, uint64_t id, int status,
                          const struct ent_http_header *headers, size_t n_headers, const void *body,
                          size_t body_len)
@@ -1065,14 +1300,14 @@ ent_err ent_http_respond(struct ent_http_server *srv, uint64_t id, int status,
         if (headers[i].name_len == 0 || has_crlf(headers[i].name, headers[i].name_len) ||
             has_crlf(headers[i].value, headers[i].value_len))
             return ENT_EINVAL;
-    uint64_t slot = id & ENT_HTTP_SLOT_MASK;
-    if (srv->slots == NULL || slot >= srv->cfg.max_connections)
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
         return ENT_ENOTFOUND;
-    struct ent_http_conn *c = srv->slots[slot];
-    if (c == NULL || !c->req_active || c->req_id != id || c->state != ENT_HTTP_CONN_OPEN)
-        return ENT_ENOTFOUND;
-    bool keep = c->keep_alive && !srv->draining;
-    ent_err rc = build_response(srv, status, keep, headers, n_headers, body, body_len, !c->is_head);
+    if (c->stream_out)
+        return ENT_EINVAL;
+    bool keep = c->keep_alive && !srv->draining && (!c->stream_in || c->body_done);
+    ent_err rc = build_response(srv, status, keep, headers, n_headers, body, body_len, !c->is_head,
+                                FRAME_LENGTH);
     if (rc != ENT_OK)
         return rc;
     c->req_active = false;
@@ -1080,20 +1315,165 @@ ent_err ent_http_respond(struct ent_http_server *srv, uint64_t id, int status,
     srv->stats.responses[status / 100]++;
     http_count_response(srv, status, c->start_ns);
     conn_write(c, srv->out.data, srv->out.len);
-    if (c->state != ENT_HTTP_CONN_OPEN)
-        return ENT_OK;
-    if (!keep) {
-        conn_linger(c);
-        return ENT_OK;
-    }
-    if (srv->cfg.idle_timeout_ms > 0)
-        c->idle_deadline = uv_now(srv->loop) + srv->cfg.idle_timeout_ms;
-    conn_arm(c);
-    bool more = c->pending.len > c->pending_off || c->read_stopped ||
-                (c->ssl != NULL && (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->rbio) > 0));
-    if (!c->in_parse && more)
-        conn_schedule_pump(c);
+    conn_response_done(c, keep);
     return ENT_OK;
+}
+
+/* ---- public: streaming ------------------------------------------------------------- */
+
+ent_err ent_http_request_stream(struct ent_http_server *srv, uint64_t id,
+                                const struct ent_http_stream_ops *ops, void *ud)
+{
+    if (ops == NULL)
+        return ENT_EINVAL;
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    bool first = !c->has_ops;
+    c->ops = *ops;
+    c->ops_ud = ud;
+    c->has_ops = true;
+    if (first && c->stream_in && !c->body_done && !c->body_paused)
+        conn_body_kick(c);
+    return ENT_OK;
+}
+
+ent_err ent_http_request_pause(struct ent_http_server *srv, uint64_t id)
+{
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    if (!c->stream_in)
+        return ENT_EINVAL;
+    if (!c->body_paused && !c->body_done) {
+        c->body_paused = true;
+        c->read_deadline = 0; /* waiting on us, not on the client */
+        conn_arm(c);
+    }
+    return ENT_OK;
+}
+
+ent_err ent_http_request_resume(struct ent_http_server *srv, uint64_t id)
+{
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    if (!c->stream_in)
+        return ENT_EINVAL;
+    if (c->body_paused) {
+        c->body_paused = false;
+        if (c->has_ops && !c->body_done)
+            conn_body_kick(c);
+    }
+    return ENT_OK;
+}
+
+ent_err ent_http_respond_start(struct ent_http_server *srv, uint64_t id, int status,
+                               const struct ent_http_header *headers, size_t n_headers)
+{
+    if (status < 200 || status > 599 || status == 204 || status == 304)
+        return ENT_EINVAL;
+    for (size_t i = 0; i < n_headers; i++)
+        if (headers[i].name_len == 0 || has_crlf(headers[i].name, headers[i].name_len) ||
+            has_crlf(headers[i].value, headers[i].value_len))
+            return ENT_EINVAL;
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    if (c->stream_out)
+        return ENT_EINVAL;
+    /* HTTP/1.0 has no chunked coding: the body ends where the connection does. Whether a
+     * streamed request body will be complete by the end is not known yet; if not, the
+     * connection closes after the last chunk despite this header (RFC 9112 9.6 allows it). */
+    c->out_chunked = c->parser.http_major == 1 && c->parser.http_minor >= 1;
+    bool keep = c->keep_alive && !srv->draining && c->out_chunked;
+    ent_err rc = build_response(srv, status, keep, headers, n_headers, NULL, 0, false,
+                                c->out_chunked ? FRAME_CHUNKED : FRAME_CLOSE);
+    if (rc != ENT_OK)
+        return rc;
+    c->stream_out = true;
+    srv->stats.streamed_responses++;
+    srv->stats.responses[status / 100]++;
+    http_count_response(srv, status, c->start_ns);
+    conn_write(c, srv->out.data, srv->out.len);
+    return c->state == ENT_HTTP_CONN_OPEN ? ENT_OK : ENT_ENOTFOUND;
+}
+
+ent_err ent_http_respond_chunk(struct ent_http_server *srv, uint64_t id, const void *data,
+                               size_t len)
+{
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    if (!c->stream_out)
+        return ENT_EINVAL;
+    if (len == 0 || c->is_head)
+        return ENT_OK;
+    if (c->out_chunked) {
+        struct ent_buf *b = &srv->out;
+        char hex[20];
+        int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+        ent_buf_reset(b);
+        ent_err rc = ent_buf_append(b, hex, (size_t)n);
+        if (rc == ENT_OK)
+            rc = ent_buf_append(b, data, len);
+        if (rc == ENT_OK)
+            rc = ent_buf_append(b, "\r\n", 2);
+        if (rc != ENT_OK)
+            return rc;
+        conn_write(c, b->data, b->len);
+    } else {
+        conn_write(c, data, len);
+    }
+    if (c->state != ENT_HTTP_CONN_OPEN)
+        return ENT_ENOTFOUND;
+    if (c->tcp.write_queue_size > srv->cfg.stream_high_water) {
+        c->drain_wanted = true;
+        return ENT_ESATURATED;
+    }
+    return ENT_OK;
+}
+
+ent_err ent_http_respond_end(struct ent_http_server *srv, uint64_t id)
+{
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    if (!c->stream_out)
+        return ENT_EINVAL;
+    bool keep =
+        c->keep_alive && !srv->draining && c->out_chunked && (!c->stream_in || c->body_done);
+    c->req_active = false;
+    srv->inflight--;
+    if (c->out_chunked && !c->is_head)
+        conn_write(c, "0\r\n\r\n", 5);
+    conn_response_done(c, keep);
+    return ENT_OK;
+}
+
+ent_err ent_http_respond_abort(struct ent_http_server *srv, uint64_t id)
+{
+    struct ent_http_conn *c = conn_find(srv, id);
+    if (c == NULL)
+        return ENT_ENOTFOUND;
+    c->has_ops = false;
+    c->req_active = false;
+    srv->inflight--;
+    ENT_LOG_DEBUG(NULL, "http.response_aborted", ENT_KV_STR("server", srv->name),
+                  ENT_KV_STR("peer", c->peer));
+    conn_close(c);
+    return ENT_OK;
+}
+
+size_t ent_http_response_queued(const struct ent_http_server *srv, uint64_t id)
+{
+    const struct ent_http_conn *c = conn_find(srv, id);
+    return c != NULL ? c->tcp.write_queue_size : 0;
+}
+
+void ent_http_server_set_stream_select(struct ent_http_server *srv, ent_http_stream_select_cb cb)
+{
+    srv->cfg.stream_select = cb;
 }
 
 /* ---- accepting ---------------------------------------------------------------------- */
@@ -1172,6 +1552,7 @@ static void on_connection(uv_stream_t *server, int status)
     ent_buf_init(&c->head, srv->cfg.max_url * 2 + srv->cfg.max_header_bytes * 2 + HEAD_SLACK);
     ent_buf_init(&c->body, srv->cfg.max_body);
     ent_buf_init(&c->pending, (size_t)-1 / 2);
+    ent_buf_init(&c->piece, STREAM_SLICE + 64);
     if (srv->tls != NULL) {
         c->ssl = SSL_new(srv->tls);
         c->rbio = BIO_new(BIO_s_mem());
@@ -1207,6 +1588,11 @@ static void server_release(struct ent_http_server *srv)
     free(srv->rbuf);
     free(srv->tbuf);
     ent_buf_free(&srv->out);
+    while (srv->aborts != NULL) {
+        struct ent_http_abort *a = srv->aborts;
+        srv->aborts = a->next;
+        free(a);
+    }
     if (srv->tls != NULL)
         SSL_CTX_free(srv->tls);
     srv->slots = NULL;
@@ -1303,6 +1689,10 @@ ent_err ent_http_server_init(struct ent_http_server *srv, uv_loop_t *loop,
         srv->cfg.write_timeout_ms = 10000;
     if (srv->cfg.backlog <= 0)
         srv->cfg.backlog = 511;
+    if (srv->cfg.max_stream_body == 0)
+        srv->cfg.max_stream_body = STREAM_MAX;
+    if (srv->cfg.stream_high_water == 0)
+        srv->cfg.stream_high_water = STREAM_HW;
     if (srv->cfg.max_connections >= MAX_SLOTS || srv->cfg.max_url > UINT32_MAX / 4 ||
         srv->cfg.max_header_bytes > UINT32_MAX / 4)
         return ENT_EINVAL;

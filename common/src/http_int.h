@@ -72,6 +72,24 @@ struct ent_http_conn {
     uint64_t req_id;
     bool req_active; /* dispatched, not yet answered */
 
+    /* Streaming (see ent/http.h). A streamed request is dispatched at its head; llhttp then
+     * runs over at most STREAM_SLICE bytes per call, and the body bytes of each call are
+     * gathered in `piece` and handed to on_body after llhttp returns (never from inside
+     * it). */
+    bool stream_in;    /* the request body is streamed */
+    bool body_done;    /* its last byte was parsed */
+    bool body_paused;  /* consumer paused (or has not registered yet) */
+    bool has_ops;      /* ent_http_request_stream() was called for req_id */
+    bool stream_out;   /* a streamed response is under way */
+    bool out_chunked;  /* else close-delimited (HTTP/1.0) */
+    bool drain_wanted; /* call on_drain when the queue empties */
+    uint8_t pause_why; /* why llhttp paused: PAUSE_HEAD or PAUSE_DONE */
+    uint64_t body_seen;
+    struct ent_buf piece;
+    struct ent_http_stream_ops ops;
+    void *ops_ud;
+    ent_err lost_why; /* reason given to on_abort when the connection goes */
+
     /* Input parked while a request is dispatched. */
     struct ent_buf pending;
     size_t pending_off;
@@ -80,6 +98,16 @@ struct ent_http_conn {
     /* Output and deadlines (uv_now() milliseconds; 0 = none). */
     size_t writes_pending;
     uint64_t read_deadline, idle_deadline, write_deadline, linger_deadline;
+};
+
+/* An on_abort owed to a stream consumer, delivered by the server's idle pump so that it
+ * never runs inside another call (the connection may be freed by then). */
+struct ent_http_abort {
+    struct ent_http_abort *next;
+    uint64_t id;
+    ent_err why;
+    void (*cb)(struct ent_http_server *srv, uint64_t id, ent_err why, void *ud);
+    void *ud;
 };
 
 /* A queued write owning its bytes until the callback. */

@@ -24,6 +24,21 @@
  *                                 │ EOF, linger or write timeout
  *                                 ▼
  *                              closed (uv_close; freed in the close callback)
+ *
+ * Streaming (opt-in, per request): a request whose head the server's stream_select callback
+ * claims is dispatched as soon as its headers are parsed, with req->streamed set; its body
+ * then arrives in pieces through ent_http_request_stream() callbacks, paced by
+ * ent_http_request_pause()/resume(), and bounded by max_stream_body instead of max_body.
+ * Any request may be answered with a streamed response: ent_http_respond_start(), then
+ * ent_http_respond_chunk() (chunked for HTTP/1.1, close-delimited for HTTP/1.0) with
+ * backpressure (ENT_ESATURATED, ent_http_response_queued(), on_drain), then
+ * ent_http_respond_end(). The connection stays DISPATCHED until the response ended, so
+ * pipelined requests still wait their turn:
+ *
+ *   READING ──head claimed──▶ DISPATCHED(streamed) ──body pieces──▶ ... ──body end──┐
+ *                               │ respond_start/chunk... (any time)                 ▼
+ *                               └──────────────── respond_end ─▶ IDLE (body complete)
+ *                                                              ─▶ LINGER (body unread)
  */
 #ifndef ENT_HTTP_H
 #define ENT_HTTP_H
@@ -66,6 +81,7 @@ struct ent_http_request {
     const char *body;
     size_t body_len;
     int http_minor; /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
+    bool streamed;  /* body NULL, 0: it arrives through ent_http_request_stream() */
     bool tls;
     char peer[64];     /* "127.0.0.1:5555", "[::1]:5555" */
     uint64_t start_ns; /* ent_now_ns() when the request's first byte was parsed */
@@ -82,6 +98,14 @@ const char *ent_http_request_header(const struct ent_http_request *r, const char
 typedef void (*ent_http_handler_cb)(struct ent_http_server *srv, struct ent_http_request *req,
                                     void *ud);
 
+/* Called on the loop thread with the head of every request that has a body (Content-Length
+ * above zero, or chunked) just after its headers are parsed, before any body byte is
+ * buffered: head->id is 0, head->body NULL and head->streamed false. Returning true makes
+ * the request streamed (see ent_http_request_stream()). Must not call ent_http_*
+ * functions; ud is the server's handler ud. */
+typedef bool (*ent_http_stream_select_cb)(struct ent_http_server *srv,
+                                          const struct ent_http_request *head, void *ud);
+
 /* Zero means the default given in brackets. */
 struct ent_http_server_cfg {
     const char *listen;        /* "127.0.0.1:8080", "[::1]:0"; port 0 picks a free port */
@@ -95,7 +119,10 @@ struct ent_http_server_cfg {
     int backlog;               /* listen backlog [511] */
     bool reuseport;            /* SO_REUSEPORT so N loops can each bind the same port */
     SSL_CTX *tls;              /* NULL: plain HTTP; the server takes its own reference */
-    const char *name;          /* for logs and metric labels: "ops", "device", "admin" */
+    ent_http_stream_select_cb stream_select; /* NULL: no request is streamed */
+    uint64_t max_stream_body; /* a streamed request body [1 TiB] -> 413 or on_abort */
+    size_t stream_high_water; /* streamed response bytes queued -> ENT_ESATURATED [262144] */
+    const char *name;         /* for logs and metric labels: "ops", "device", "admin" */
 };
 
 /* Per-server counters, read by the daemon layer to export metrics. Loop thread only. */
@@ -110,10 +137,18 @@ struct ent_http_server_stats {
     uint64_t parse_errors; /* 400 */
     uint64_t limit_errors; /* 413, 414, 431 */
     uint64_t tls_handshake_errors;
-    uint64_t client_gone; /* connection lost with a request dispatched */
+    uint64_t client_gone;        /* connection lost with a request dispatched */
+    uint64_t streamed_requests;  /* dispatched with a streamed body */
+    uint64_t streamed_responses; /* answered with ent_http_respond_start() */
+    /* High-water marks, for tests and capacity checks: the most request bytes one
+     * connection held at once (parked input, a whole body, a streamed piece), and the most
+     * response bytes queued in user space for one connection. */
+    uint64_t in_buffered_max;
+    uint64_t out_queued_max;
 };
 
 struct ent_http_conn;
+struct ent_http_abort;
 
 /* Private: use the functions below. */
 struct ent_http_server {
@@ -144,7 +179,8 @@ struct ent_http_server {
     int64_t date_sec;
     struct ent_buf out; /* response being built */
     struct ent_http_server_stats stats;
-    void *data; /* free for the owner */
+    struct ent_http_abort *aborts; /* on_abort notifications waiting for the pump */
+    void *data;                    /* free for the owner */
 };
 
 /* Binds cfg->listen and starts listening on loop. Loop thread. cfg is copied (cfg->listen
@@ -160,12 +196,87 @@ int ent_http_server_port(const struct ent_http_server *srv);
 
 /* Answers request `id` on the loop thread, from the handler or later. Adds Date,
  * Content-Length and Connection (and ignores those names, and Transfer-Encoding, in
- * headers). body is copied; headers and body may be freed on return. Errors:
+ * headers). body is copied; headers and body may be freed on return. A streamed request
+ * answered before its body ended gets Connection: close (the rest is discarded). Errors:
  * ENT_ENOTFOUND if the request's connection is gone or the id was already answered (the
- * caller drops its work), ENT_EINVAL for a status outside 200..599 (1xx are not supported). */
+ * caller drops its work), ENT_EINVAL for a status outside 200..599 (1xx are not supported)
+ * or when a streamed response was started for the id. */
 ent_err ent_http_respond(struct ent_http_server *srv, uint64_t id, int status,
                          const struct ent_http_header *headers, size_t n_headers, const void *body,
                          size_t body_len);
+
+/* ---- streaming --------------------------------------------------------------------- */
+
+/* Callbacks of one streamed request or response, all on the loop thread, never from inside
+ * another ent_http_* call. Any may be NULL. After ent_http_respond() /
+ * ent_http_respond_end() / ent_http_respond_abort() for the id, none is called again.
+ *  on_body      a piece of a streamed request body (valid during the call only; a few KiB
+ *               at a time). Pause from here to stop the flow.
+ *  on_body_end  the streamed body is complete (after its last on_body).
+ *  on_drain     the streamed response's queue emptied after ent_http_respond_chunk()
+ *               returned ENT_ESATURATED (or exceeded the caller's own bound).
+ *  on_abort     the request is dead: the peer closed or reset (ENT_ECLOSED), a read or
+ *               write timeout (ENT_ETIMEDOUT), the body broke max_stream_body
+ *               (ENT_ETOOBIG) or was malformed (ENT_EPROTO). The id is gone: every later
+ *               call for it returns ENT_ENOTFOUND. Not called for connections that
+ *               ent_http_server_close() drops (the owner cleans up its own work then). */
+struct ent_http_stream_ops {
+    void (*on_body)(struct ent_http_server *srv, uint64_t id, const char *data, size_t len,
+                    void *ud);
+    void (*on_body_end)(struct ent_http_server *srv, uint64_t id, void *ud);
+    void (*on_drain)(struct ent_http_server *srv, uint64_t id, void *ud);
+    void (*on_abort)(struct ent_http_server *srv, uint64_t id, ent_err why, void *ud);
+};
+
+/* Registers the callbacks of request `id` (ops is copied; ud is passed back). For a
+ * streamed request nothing of the body is read until this is called, so a handler may
+ * check credentials first; it then flows, unless paused. For a whole-body request only
+ * on_drain and on_abort apply. Calling it again replaces the callbacks. Loop thread.
+ * Errors: ENT_ENOTFOUND (gone or answered), ENT_EINVAL (ops NULL). */
+ent_err ent_http_request_stream(struct ent_http_server *srv, uint64_t id,
+                                const struct ent_http_stream_ops *ops, void *ud);
+
+/* Flow control of a streamed request body: after pause no on_body comes (at most the piece
+ * being delivered finishes), the socket is no longer read once 64 KiB are parked, and the
+ * read timeout is suspended (the wait is ours, not the client's); resume restarts delivery
+ * on a later loop turn and the read timeout (silence between body bytes). Idempotent.
+ * Errors: ENT_ENOTFOUND (gone or answered), ENT_EINVAL (not a streamed request). */
+ent_err ent_http_request_pause(struct ent_http_server *srv, uint64_t id);
+ent_err ent_http_request_resume(struct ent_http_server *srv, uint64_t id);
+
+/* Starts a streamed response: status line and headers (plus Date, Connection and
+ * Transfer-Encoding: chunked for HTTP/1.1; for HTTP/1.0 no length, and the connection
+ * closes at the end). Header rules as ent_http_respond(). Errors: ENT_ENOTFOUND (gone or
+ * answered), ENT_EINVAL (status outside 200..599, 204 or 304: use ent_http_respond(); a
+ * response already started; a header with CR/LF). */
+ent_err ent_http_respond_start(struct ent_http_server *srv, uint64_t id, int status,
+                               const struct ent_http_header *headers, size_t n_headers);
+
+/* Queues len bytes (copied) of a started response; len 0 does nothing. ENT_ESATURATED
+ * means the bytes WERE queued but the queue is now over cfg.stream_high_water: produce no
+ * more until on_drain (or poll ent_http_response_queued()). Other errors queue nothing:
+ * ENT_ENOTFOUND (client gone or answered), ENT_EINVAL (not started). For HEAD requests the
+ * bytes are dropped. */
+ent_err ent_http_respond_chunk(struct ent_http_server *srv, uint64_t id, const void *data,
+                               size_t len);
+
+/* Ends a started response (the last chunk, or the close for HTTP/1.0). The connection then
+ * reads its next request, or closes if the streamed request body was not read to its end
+ * (or on drain/Connection: close). Errors: ENT_ENOTFOUND, ENT_EINVAL (not started). */
+ent_err ent_http_respond_end(struct ent_http_server *srv, uint64_t id);
+
+/* Gives up on request `id` (e.g. its producer failed mid-stream): the connection closes at
+ * once, so the client sees a truncated response rather than a complete wrong one. No
+ * callback follows. Errors: ENT_ENOTFOUND. */
+ent_err ent_http_respond_abort(struct ent_http_server *srv, uint64_t id);
+
+/* Response bytes of request `id` accepted but not yet handed to the kernel (0 when the id
+ * is unknown). */
+size_t ent_http_response_queued(const struct ent_http_server *srv, uint64_t id);
+
+/* Installs or replaces the stream_select callback after init (same contract as the cfg
+ * field); it applies to requests whose headers are parsed from now on. Loop thread. */
+void ent_http_server_set_stream_select(struct ent_http_server *srv, ent_http_stream_select_cb cb);
 
 /* Drain step: closes the listener (new connects are refused), closes idle keep-alive
  * connections, and makes every later response carry Connection: close so connections
