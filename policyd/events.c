@@ -131,9 +131,17 @@ static size_t push_device(struct policyd *p, const struct pd_subscriber *sub,
         ent_counter_inc(&pushes, "no_notifyd");
         return 0;
     }
-    char key[160];
-    snprintf(key, sizeof(key), "policyd:%s:%s:%llu", sub->imsi, dev->terminal_id,
-             (unsigned long long)pd_effective_version(sub, p->policy.generation));
+    /* One key per change of this device's answer. The effective version alone restarts when
+     * a subscriber is deleted and provisioned again, and notifyd would drop the new life's
+     * pushes as duplicates of the old one's: the creation time tells the lives apart. */
+    char key[256];
+    int kn = snprintf(key, sizeof(key), "policyd:%s:%s:%lld:%llu", sub->imsi, dev->terminal_id,
+                      (long long)sub->created_ms,
+                      (unsigned long long)pd_effective_version(sub, p->policy.generation));
+    if (kn < 0 || (size_t)kn >= sizeof(key)) {
+        ent_counter_inc(&pushes, "EINVAL");
+        return 0;
+    }
     Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
     Entitle__V1__PushRequest push = ENTITLE__V1__PUSH_REQUEST__INIT;
     Entitle__V1__RequestHeader hdr = ENTITLE__V1__REQUEST_HEADER__INIT;

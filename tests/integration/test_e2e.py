@@ -324,6 +324,33 @@ def test_e2e_provisioning_change_push_requery(stack, tmp_path):
     assert len(stack.fcm.sent_to(push_token)) == 2  # nothing more to the retired token
 
 
+# ---- re-provisioning: a subscriber deleted and created again still gets pushes ----------------
+
+def test_e2e_reprovisioned_subscriber_gets_pushes(stack, tmp_path):
+    imsi, terminal = "001010000000104", "358240051110104"
+    push_token = f"e2e-fcm-{stack.backend}-again:APA91b"
+    apps = ("--apps", "ap2003,ap2004,ap2005", "--terminal-id", terminal)
+    reg = ("--notif-token", push_token, "--notif-action", "2")
+    for life in (1, 2):
+        provision(stack, imsi, "15550000104")
+        out = stack.device(imsi, *apps, *reg, state=tmp_path / f"sim{life}")
+        assert out["auth"] == "full" and statuses(out)["ap2004"] == "1", out
+        wait_device_registered(stack, imsi, terminal)
+        # the same change in both lives: same subscriber version, same policy generation
+        st, sub, _ = stack.admin("PATCH", f"/v1/subscribers/{imsi}",
+                                 {"overrides": {"vowifi": False}})
+        assert st == 200, sub
+        msgs = stack.fcm.wait_count(push_token, life)
+        assert app_ids(msgs[-1]["app"]) == ["ap2004"], msgs
+        out = stack.device(imsi, *apps, state=tmp_path / f"sim{life}")
+        assert statuses(out)["ap2004"] == "0", out["document"]
+        if life == 1:
+            st, body, _ = stack.admin("DELETE", f"/v1/subscribers/{imsi}")
+            assert st == 204, body
+            st, body, _ = stack.admin("GET", f"/v1/subscribers/{imsi}/devices")
+            assert st == 404 or body["items"] == [], (st, body)
+
+
 # ---- 4: everything stops cleanly ------------------------------------------------------------------
 
 def test_e2e_sigterm_every_daemon_exits_0(stack):
@@ -348,5 +375,6 @@ def test_e2e_sigterm_every_daemon_exits_0(stack):
     # no secret and no full IMSI in any log
     for d in DAEMONS:
         text = (stack.data / "log" / f"{d}.log").read_text(errors="replace")
-        for secret in (K, OPC, "001010000000101", "001010000000102", "001010000000103"):
+        for secret in (K, OPC, "001010000000101", "001010000000102", "001010000000103",
+                       "001010000000104"):
             assert secret not in text, (d, secret)
