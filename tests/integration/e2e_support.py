@@ -134,7 +134,8 @@ class FakeFcm:
     its claims; messages:send checks the bearer token is one /token issued and that the body is
     a TS.43 data message (PROTOCOL §9: data has exactly `app` and `timestamp`, Android priority
     HIGH). Accepted messages are kept in `messages` as dicts {token, app, timestamp, at}; every
-    check that failed is in `errors` (the suite asserts it stays empty)."""
+    check that failed is in `errors` (the suite asserts it stays empty). fail_next[token] = n
+    refuses the next n sends to that token with 503 + Retry-After: 1 (FCM unavailable)."""
 
     def __init__(self, rsa_pub):
         self.rsa_pub = rsa_pub
@@ -142,6 +143,8 @@ class FakeFcm:
         self.issued = []
         self.messages = []
         self.errors = []
+        self.fail_next = {}  # registration token -> sends still to refuse with 503
+        self.refused = []    # tokens of the sends refused that way
         self.srv = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.srv.daemon_threads = True
         self.port = self.srv.server_address[1]
@@ -230,6 +233,19 @@ class FakeFcm:
                 if not ok:
                     fcm._fail(f"bad FCM message {body!r}")
                     return self.reply(400, {"error": {"status": "INVALID_ARGUMENT"}})
+                with fcm.lock:
+                    if fcm.fail_next.get(reg, 0) > 0:
+                        fcm.fail_next[reg] -= 1
+                        fcm.refused.append(reg)
+                        refuse = True
+                    else:
+                        refuse = False
+                if refuse:
+                    self.send_response(503)
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with fcm.lock:
                     fcm.messages.append({"token": reg, "app": data["app"],
                                          "timestamp": data["timestamp"], "at": time.time()})

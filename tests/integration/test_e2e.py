@@ -22,9 +22,14 @@ Cases:
     event -> the gateway's cached decision invalidated -> push request to notifyd -> the fake
     FCM server gets the TS.43 data message -> the very next token request shows VoWiFi barred
     with the rule's message; back home -> EntitlementStatus 1 again, and another push.
+  2b roaming rule precedence (PLMN > country > default), each rule's message, pushes naming
+    every changed AppID (a JSON array), FCM unavailable once (503 + Retry-After) -> the push
+    is delivered from the outbox afterwards, a rule deletion pushes too.
   3 (#7) provisioning changes (the subscriber's plan, a per-service override, the plan itself)
-    -> a push each -> entitle-device re-queries with its token and sees the new document.
-  4 SIGTERM to ./run: every daemon drains and exits 0.
+    -> a push each -> entitle-device re-queries with its token and sees the new document; the
+    app's FCM token rotates and is sent on a token request -> pushes go to the new token.
+  3b a subscriber deleted and provisioned again still gets pushes (idempotency keys).
+  4 SIGTERM to ./run: every daemon drains and exits 0; no K, OPc or full IMSI in any log.
 """
 import json
 import os
@@ -260,6 +265,54 @@ def test_e2e_roaming_pushes_and_next_request_sees_it(stack, tmp_path):
     assert len(stack.fcm.issued) == 1, "notifyd must cache its FCM access token"
 
 
+def test_e2e_roaming_rule_precedence_and_multi_app_push(stack, tmp_path):
+    """PLMN rule over country rule over default rule, each with its message; a push naming
+    every AppID whose answer changed (a JSON array); FCM unavailable for a while -> the push
+    waits in the outbox and is delivered after Retry-After."""
+    imsi, terminal = "001010000000105", "358240051110105"
+    push_token = f"e2e-fcm-{stack.backend}-prec:APA91b"
+    provision(stack, imsi, "15550000105")
+    add_rule(stack, "de-country", {"mcc": "262"}, {"vowifi": False, "volte": False}, "DE: no IMS")
+    add_rule(stack, "de-telekom", {"plmn": "26201"}, {"vowifi": False}, "Telekom: no Wi-Fi")
+    add_rule(stack, "elsewhere", {"default": True}, {"smsoip": False}, "No SMS over IP abroad")
+    sim = tmp_path / "sim"
+    apps = ("--apps", "ap2003,ap2004,ap2005", "--terminal-id", terminal)
+    stack.device(imsi, *apps, "--notif-token", push_token, "--notif-action", "2", state=sim)
+    wait_device_registered(stack, imsi, terminal)
+
+    stack.fcm.fail_next[push_token] = 1  # FCM answers 503 + Retry-After: 1 once
+    move(stack, imsi, "26202")  # the country rule: VoLTE and VoWiFi
+    msgs = stack.fcm.wait_count(push_token, 1)
+    assert app_ids(msgs[0]["app"]) == ["ap2003", "ap2004"], msgs
+    assert stack.fcm.refused == [push_token]
+    out = stack.device(imsi, *apps, state=sim)
+    assert statuses(out) == {"ap2003": "2", "ap2004": "2", "ap2005": "1"}, out["document"]
+    assert out["params"]["ap2004.MessageForIncompatible"] == "DE: no IMS"
+
+    move(stack, imsi, "26201")  # the PLMN rule wins over the country rule
+    msgs = stack.fcm.wait_count(push_token, 2)
+    assert app_ids(msgs[1]["app"]) == ["ap2003", "ap2004"], msgs  # VoLTE back, new message
+    out = stack.device(imsi, *apps, state=sim)
+    assert statuses(out) == {"ap2003": "1", "ap2004": "2", "ap2005": "1"}, out["document"]
+    assert out["params"]["ap2004.MessageForIncompatible"] == "Telekom: no Wi-Fi"
+
+    move(stack, imsi, "23410")  # no PLMN or country rule: the default rule
+    msgs = stack.fcm.wait_count(push_token, 3)
+    assert app_ids(msgs[2]["app"]) == ["ap2004", "ap2005"], msgs
+    out = stack.device(imsi, *apps, state=sim)
+    assert statuses(out) == {"ap2003": "1", "ap2004": "1", "ap2005": "2"}, out["document"]
+    assert out["params"]["ap2005.MessageForIncompatible"] == "No SMS over IP abroad"
+    assert stack.metric("notifyd", "entitle_notifyd_delivery_failures_total", channel="fcm",
+                        reason="http_5xx") >= 1
+    # remove the default rule for the cases after this one: a policy change that pushes too
+    st, body, _ = stack.admin("DELETE", "/v1/roaming-rules/elsewhere")
+    assert st == 204, body
+    msgs = stack.fcm.wait_count(push_token, 4)
+    assert app_ids(msgs[3]["app"]) == ["ap2005"], msgs
+    out = stack.device(imsi, *apps, state=sim)
+    assert statuses(out) == {"ap2003": "1", "ap2004": "1", "ap2005": "1"}, out["document"]
+
+
 # ---- 3 (#7): provisioning changes -> push -> re-query -------------------------------------------
 
 def test_e2e_provisioning_change_push_requery(stack, tmp_path):
@@ -376,5 +429,5 @@ def test_e2e_sigterm_every_daemon_exits_0(stack):
     for d in DAEMONS:
         text = (stack.data / "log" / f"{d}.log").read_text(errors="replace")
         for secret in (K, OPC, "001010000000101", "001010000000102", "001010000000103",
-                       "001010000000104"):
+                       "001010000000104", "001010000000105"):
             assert secret not in text, (d, secret)
