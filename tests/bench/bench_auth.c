@@ -5,9 +5,10 @@
  * SECONDS: AuthStart -> the USIM side (entitle_aka: verify AUTN, RES, keys, AT_MAC) ->
  * AuthContinue -> success. Prints rates and latency; never asserts on timing.
  * Environment: BENCH_SECONDS (5), BENCH_INFLIGHT (32), BENCH_SUBSCRIBERS (1000),
- * BENCH_SQN_LEASE (1: one store increment per vector), BENCH_PING (0; 1: send Ping instead of
- * authentications, answered on authd's loop thread without store or thread pool: the floor
- * the bus sets per RPC). CPU per authentication is reported for authd and for this client
+ * BENCH_SQN_LEASE (1: one store increment per vector), BENCH_PING (0; 1: two Pings instead of
+ * each authentication, answered on authd's loop thread: the floor the bus sets per RPC; 2:
+ * two TokenVerify of an unopenable token: the bus plus authd's thread-pool hand-off, no
+ * store). CPU per authentication is reported for authd and for this client
  * separately, since both share the machine's cores. */
 #include <signal.h>
 #include <stdio.h>
@@ -50,7 +51,7 @@ struct bench {
     double lat_max;
     uint64_t next_sub;
     bool stopping;
-    bool ping; /* BENCH_PING: each "authentication" is two Pings */
+    unsigned ping; /* BENCH_PING: each "authentication" is two floor RPCs (1 Ping, 2 pool) */
 };
 
 static int free_port(void)
@@ -108,42 +109,52 @@ static void identity_of(unsigned i, char *out, size_t cap)
 
 static void slot_start(struct slot *s);
 
-/* BENCH_PING: two Pings stand for AuthStart + AuthContinue. */
-static void on_ping(ent_err st, Entitle__V1__Response *r, void *ud)
+/* BENCH_PING: two floor RPCs stand for AuthStart + AuthContinue. Mode 1 sends Ping (loop
+ * thread only), mode 2 a TokenVerify of a token that cannot be opened (authd's thread-pool
+ * round trip with no store access). */
+static void on_floor(ent_err st, Entitle__V1__Response *r, void *ud);
+
+static ent_err floor_call(struct slot *s)
+{
+    Entitle__V1__PingRequest ping = ENTITLE__V1__PING_REQUEST__INIT;
+    Entitle__V1__TokenVerifyRequest tv = ENTITLE__V1__TOKEN_VERIFY_REQUEST__INIT;
+    Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
+    if (s->b->ping == 1) {
+        req.body_case = ENTITLE__V1__REQUEST__BODY_PING;
+        req.ping = &ping;
+    } else {
+        tv.token = "bench-not-a-token";
+        req.body_case = ENTITLE__V1__REQUEST__BODY_TOKEN_VERIFY;
+        req.token_verify = &tv;
+    }
+    return ent_bus_call(&s->b->c, &req, 10000, NULL, on_floor, s);
+}
+
+static void on_floor(ent_err st, Entitle__V1__Response *r, void *ud)
 {
     struct slot *s = ud;
     struct bench *b = s->b;
     bool second = s->ticket.len != 0;
+    bool ok = st == ENT_OK && (r->status == NULL || r->status->code == 0);
     if (r)
         entitle__v1__response__free_unpacked(r, NULL);
-    if (st != ENT_OK) {
-        b->errors++;
-        b->active--;
-        s->ticket.len = 0;
-        slot_start(s);
-        return;
+    if (ok && !second) {
+        s->ticket.len = 1;
+        if (floor_call(s) == ENT_OK)
+            return;
     }
-    if (second) {
-        b->ok++;
-        b->active--;
-        s->ticket.len = 0;
+    b->active--;
+    s->ticket.len = 0;
+    if (ok && second) {
         double l = (double)(ent_now_ns() - s->started_ns) / 1e6;
+        b->ok++;
         b->lat_sum += l;
         if (l > b->lat_max)
             b->lat_max = l;
-        slot_start(s);
-        return;
-    }
-    Entitle__V1__PingRequest ping = ENTITLE__V1__PING_REQUEST__INIT;
-    Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
-    req.body_case = ENTITLE__V1__REQUEST__BODY_PING;
-    req.ping = &ping;
-    s->ticket.len = 1;
-    if (ent_bus_call(&b->c, &req, 10000, NULL, on_ping, s) != ENT_OK) {
+    } else {
         b->errors++;
-        b->active--;
-        s->ticket.len = 0;
     }
+    slot_start(s);
 }
 
 static void on_continue(ent_err st, Entitle__V1__Response *r, void *ud)
@@ -228,13 +239,9 @@ static void slot_start(struct slot *s)
         return;
     s->sub = (unsigned)(b->next_sub++ % b->subs);
     if (b->ping) {
-        Entitle__V1__PingRequest ping = ENTITLE__V1__PING_REQUEST__INIT;
-        Entitle__V1__Request preq = ENTITLE__V1__REQUEST__INIT;
-        preq.body_case = ENTITLE__V1__REQUEST__BODY_PING;
-        preq.ping = &ping;
         s->started_ns = ent_now_ns();
         s->ticket.len = 0;
-        if (ent_bus_call(&b->c, &preq, 10000, NULL, on_ping, s) == ENT_OK)
+        if (floor_call(s) == ENT_OK)
             b->active++;
         else
             b->errors++;
@@ -314,7 +321,7 @@ int main(int argc, char **argv)
     }
     b.inflight = (unsigned)env_u64("BENCH_INFLIGHT", 32);
     b.subs = (unsigned)env_u64("BENCH_SUBSCRIBERS", 1000);
-    b.ping = env_u64("BENCH_PING", 0) == 1;
+    b.ping = (unsigned)env_u64("BENCH_PING", 0);
     ent_hex_decode(K, b.k, 16);
     ent_hex_decode(OPC, b.opc, 16);
     if (mkdtemp(dir) == NULL)
@@ -400,7 +407,9 @@ int main(int argc, char **argv)
     printf(
         "bench_auth: store=sqlite(synchronous=FULL) subscribers=%u inflight=%u sqn_lease=%llu%s\n",
         b.subs, b.inflight, (unsigned long long)lease,
-        b.ping ? " PING ONLY (2 Pings per \"authentication\")" : "");
+        b.ping == 1   ? " FLOOR: 2 Pings per \"authentication\""
+        : b.ping == 2 ? " FLOOR: 2 unopenable TokenVerify per \"authentication\""
+                      : "");
     printf("  provisioning: %u CredentialPut in %llu ms (%.0f/s)\n", b.subs,
            (unsigned long long)prov_ms, prov_ms ? b.subs * 1000.0 / (double)prov_ms : 0.0);
     printf("  full authentications: %llu ok, %llu failed, %llu errors in %.2f s = %.0f auth/s\n",
