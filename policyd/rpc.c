@@ -326,7 +326,7 @@ ent_err policyd_device_register(struct policyd *p, const Entitle__V1__DeviceRegi
         bad = "terminal";
     else if (!printable(req->notif_token, PD_TOKEN_MAX))
         bad = "notif_token";
-    int action = 0;
+    int action = -1; /* notif_action absent */
     if (!bad && req->notif_action && req->notif_action[0]) {
         char *end = NULL;
         long v = strtol(req->notif_action, &end, 10);
@@ -354,10 +354,16 @@ ent_err policyd_device_register(struct policyd *p, const Entitle__V1__DeviceRegi
              req->terminal_sw_version ? req->terminal_sw_version : "");
     snprintf(dev.push_token, sizeof(dev.push_token), "%s",
              req->notif_token ? req->notif_token : "");
-    if (dev.push_token[0] && action == 0)
+    if (action == 0)
+        dev.push_token[0] = '\0'; /* notif_action 0: the user turned push off (PROTOCOL §2) */
+    if (dev.push_token[0] && action < 0)
         action = 2; /* a token without an action: FCM, the only channel AOSP registers */
     dev.notif_action = dev.push_token[0] ? action : 0;
-    const char *plat = action == 1 ? "gcm" : action == 4 ? "apns" : action ? "fcm" : "";
+    const char *plat = action == 1   ? "gcm"
+                       : action == 2 ? "fcm"
+                       : action == 3 ? "wns"
+                       : action == 4 ? "apns"
+                                     : "";
     snprintf(dev.push_platform, sizeof(dev.push_platform), "%s", dev.push_token[0] ? plat : "");
     dev.updated_ms = (int64_t)ent_wall_ms();
     if (device_unchanged(p->store, &dev)) {

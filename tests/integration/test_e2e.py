@@ -404,6 +404,39 @@ def test_e2e_reprovisioned_subscriber_gets_pushes(stack, tmp_path):
             assert st == 404 or body["items"] == [], (st, body)
 
 
+def test_e2e_push_turned_off_gets_no_pushes(stack, tmp_path):
+    """notif_action 0 is "disable" (PROTOCOL §2): the registration loses its push token and
+    the next change reaches only the subscriber's other device, which still has one."""
+    imsi = "001010000000106"
+    off_term, on_term = "358240051110106", "358240051110199"
+    off_token = f"e2e-fcm-{stack.backend}-off:APA91b"
+    on_token = f"e2e-fcm-{stack.backend}-on:APA91b"
+    provision(stack, imsi, "15550000106")
+    apps = ("--apps", "ap2003,ap2004,ap2005")
+    stack.device(imsi, *apps, "--terminal-id", off_term, "--notif-token", off_token,
+                 "--notif-action", "2", state=tmp_path / "off")
+    stack.device(imsi, *apps, "--terminal-id", on_term, "--notif-token", on_token,
+                 "--notif-action", "2", state=tmp_path / "on")
+    wait_device_registered(stack, imsi, off_term)
+    wait_device_registered(stack, imsi, on_term)
+    # the user turns notifications off: the app sends its token with notif_action 0
+    out = stack.device(imsi, *apps, "--terminal-id", off_term, "--notif-token", off_token,
+                       "--notif-action", "0", state=tmp_path / "off")
+    assert out["auth"] == "token", out
+
+    def off():
+        st, body, _ = stack.admin("GET", f"/v1/subscribers/{imsi}/devices")
+        d = [x for x in body["items"] if x["terminal_id"] == off_term]
+        return d and not d[0].get("push_token") and not d[0].get("push_platform")
+    wait_for(off, 15, "the push registration turned off at policyd")
+    st, sub, _ = stack.admin("PATCH", f"/v1/subscribers/{imsi}", {"overrides": {"vowifi": False}})
+    assert st == 200, sub
+    stack.fcm.wait_count(on_token, 1)
+    out = stack.device(imsi, *apps, "--terminal-id", off_term, state=tmp_path / "off")
+    assert statuses(out)["ap2004"] == "0"  # it still sees changes when it asks
+    assert stack.fcm.sent_to(off_token) == []
+
+
 # ---- 4: everything stops cleanly ------------------------------------------------------------------
 
 def test_e2e_sigterm_every_daemon_exits_0(stack):
@@ -429,5 +462,5 @@ def test_e2e_sigterm_every_daemon_exits_0(stack):
     for d in DAEMONS:
         text = (stack.data / "log" / f"{d}.log").read_text(errors="replace")
         for secret in (K, OPC, "001010000000101", "001010000000102", "001010000000103",
-                       "001010000000104", "001010000000105"):
+                       "001010000000104", "001010000000105", "001010000000106"):
             assert secret not in text, (d, secret)
