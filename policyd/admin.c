@@ -1341,7 +1341,7 @@ static void route(struct call *c)
     } else if (c->n_seg == 1 && strcmp(s0, "import") == 0) {
         snprintf(c->route, sizeof(c->route), "/v1/import");
         if (is(c, "POST"))
-            pd_import_start(c->p, c->id, c->r->body, c->r->body_len);
+            pd_import_start(c->p, c->r);
         else
             method_not_allowed(c, "POST");
         return;
@@ -1354,7 +1354,10 @@ static void route(struct call *c)
 void pd_admin_on_request(struct ent_http_server *srv, struct ent_http_request *req, void *ud)
 {
     struct policyd *p = ud;
-    (void)srv;
+    /* Import bodies stream (import.c). Installed here because the listener is created in
+     * policyd.c; TODO(lead): set .stream_select = pd_admin_stream_select in start_admin's
+     * ent_http_server_cfg so that the very first request can stream too. */
+    ent_http_server_set_stream_select(srv, pd_admin_stream_select);
     struct call c = {.p = p, .id = req->id, .r = req};
     /* Methods are a closed set for the metric label. */
     static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};

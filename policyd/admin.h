@@ -38,8 +38,12 @@ void pd_admin_count(const char *route, const char *method, int status);
 bool pd_admin_take_credentials(json_t *obj, struct pd_credentials *c, bool *has,
                                struct pd_verr *err);
 
-/* import.c: POST /v1/import. */
-void pd_import_start(struct policyd *p, uint64_t id, const char *body, size_t len);
+/* import.c: POST /v1/import, streamed both ways when the core streams its body (see
+ * pd_admin_stream_select), else from the whole body. Answers req->id itself. */
+void pd_import_start(struct policyd *p, const struct ent_http_request *req);
+/* The admin listener's ent_http_stream_select_cb: claims POST /v1/import. */
+bool pd_admin_stream_select(struct ent_http_server *srv, const struct ent_http_request *head,
+                            void *ud);
 size_t pd_import_inflight(const struct policyd *p);
 void pd_import_close_all(struct policyd *p);
 
