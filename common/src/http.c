@@ -84,6 +84,7 @@ static void conn_linger(struct ent_http_conn *c);
 static void conn_arm(struct ent_http_conn *c);
 static void conn_pump(struct ent_http_conn *c);
 static void conn_tls_flush(struct ent_http_conn *c);
+static void conn_write_clock(struct ent_http_conn *c, bool progress);
 static void server_maybe_closed(struct ent_http_server *srv);
 static void conn_schedule_pump(struct ent_http_conn *c);
 static void server_schedule_pump(struct ent_http_server *srv);
@@ -286,12 +287,29 @@ static void on_write(uv_write_t *req, int status)
             if (c->ops.on_drain != NULL)
                 c->ops.on_drain(c->srv, c->req_id, c->ops_ud);
         }
-    } else if (c->stream_out && c->srv->cfg.write_timeout_ms > 0 &&
-               c->state != ENT_HTTP_CONN_CLOSED) {
+    } else if (c->state != ENT_HTTP_CONN_CLOSED) {
         /* A long streamed response must make progress, not finish, within the timeout. */
-        c->write_deadline = uv_now(c->srv->loop) + c->srv->cfg.write_timeout_ms;
-        conn_arm(c);
+        conn_write_clock(c, c->stream_out);
     }
+}
+
+/* The write deadline: armed while output waits in user space (restarted on progress when
+ * `progress`), except while a streamed request body is flowing in. A client that uploads
+ * before reading (most do) is alive as long as it sends, and the read timeout watches
+ * that; once the body is complete or paused, a stuck queue times out as usual. */
+static void conn_write_clock(struct ent_http_conn *c, bool progress)
+{
+    bool exempt = c->req_active && c->stream_in && !c->body_done && !c->body_paused;
+    if (c->writes_pending == 0 || exempt || c->srv->cfg.write_timeout_ms == 0) {
+        if (c->write_deadline == 0)
+            return;
+        c->write_deadline = 0;
+    } else if (c->write_deadline == 0 || progress) {
+        c->write_deadline = uv_now(c->srv->loop) + c->srv->cfg.write_timeout_ms;
+    } else {
+        return;
+    }
+    conn_arm(c);
 }
 
 /* Sends bytes as they are: straight to the kernel if nothing is queued, the rest copied
@@ -333,10 +351,7 @@ static void conn_send(struct ent_http_conn *c, const char *data, size_t len)
     c->writes_pending++;
     if (c->tcp.write_queue_size > c->srv->stats.out_queued_max)
         c->srv->stats.out_queued_max = c->tcp.write_queue_size;
-    if (c->write_deadline == 0 && c->srv->cfg.write_timeout_ms > 0) {
-        c->write_deadline = uv_now(c->srv->loop) + c->srv->cfg.write_timeout_ms;
-        conn_arm(c);
-    }
+    conn_write_clock(c, false);
 }
 
 /* Moves whatever TLS produced (records, alerts, tickets) to the socket. */
@@ -981,6 +996,7 @@ static void conn_body_done(struct ent_http_conn *c)
     c->body_done = true;
     c->read_deadline = 0;
     conn_arm(c);
+    conn_write_clock(c, false);
     if (c->req_active && c->has_ops && c->ops.on_body_end != NULL)
         c->ops.on_body_end(c->srv, c->req_id, c->ops_ud);
 }
@@ -1349,6 +1365,7 @@ ent_err ent_http_request_pause(struct ent_http_server *srv, uint64_t id)
         c->body_paused = true;
         c->read_deadline = 0; /* waiting on us, not on the client */
         conn_arm(c);
+        conn_write_clock(c, false);
     }
     return ENT_OK;
 }
@@ -1362,6 +1379,7 @@ ent_err ent_http_request_resume(struct ent_http_server *srv, uint64_t id)
         return ENT_EINVAL;
     if (c->body_paused) {
         c->body_paused = false;
+        conn_write_clock(c, false);
         if (c->has_ops && !c->body_done)
             conn_body_kick(c);
     }

@@ -115,7 +115,9 @@ struct ent_http_server_cfg {
     size_t max_connections;    /* beyond it, accepted then closed at once [1024] */
     uint64_t read_timeout_ms;  /* TLS handshake; a started request must be complete [10000] */
     uint64_t idle_timeout_ms;  /* keep-alive idle [60000] */
-    uint64_t write_timeout_ms; /* a response must drain to the kernel within [10000] */
+    uint64_t write_timeout_ms; /* a response must drain to the kernel within [10000]; a
+                                * streamed one must progress within it; not counted while
+                                * a streamed request body flows in */
     int backlog;               /* listen backlog [511] */
     bool reuseport;            /* SO_REUSEPORT so N loops can each bind the same port */
     SSL_CTX *tls;              /* NULL: plain HTTP; the server takes its own reference */
