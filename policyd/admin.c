@@ -1354,10 +1354,7 @@ static void route(struct call *c)
 void pd_admin_on_request(struct ent_http_server *srv, struct ent_http_request *req, void *ud)
 {
     struct policyd *p = ud;
-    /* Import bodies stream (import.c). Installed here because the listener is created in
-     * policyd.c; TODO(lead): set .stream_select = pd_admin_stream_select in start_admin's
-     * ent_http_server_cfg so that the very first request can stream too. */
-    ent_http_server_set_stream_select(srv, pd_admin_stream_select);
+    (void)srv; /* import bodies stream: start_admin() sets .stream_select */
     struct call c = {.p = p, .id = req->id, .r = req};
     /* Methods are a closed set for the metric label. */
     static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};

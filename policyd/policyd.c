@@ -159,6 +159,7 @@ static ent_err start_admin(struct policyd *p)
         .read_timeout_ms = 60000, /* a large import body may take a while to arrive */
         .tls = ctx,
         .name = "admin",
+        .stream_select = pd_admin_stream_select, /* POST /v1/import streams both ways */
     };
     rc = ent_http_server_init(&p->admin, p->loop, &hc, pd_admin_on_request, p);
     if (ctx)
