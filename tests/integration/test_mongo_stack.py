@@ -23,13 +23,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+
+from e2e_support import free_port_base  # one copy for every black-box suite
 
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
@@ -41,29 +42,6 @@ DAEMONS = ("gateway", "authd", "policyd", "notifyd")
 if not os.access(SERVER, os.X_OK):
     pytest.skip(f"no Mongo-wire test server at {SERVER} (needs Go; see tests/mongo)",
                 allow_module_level=True)
-
-
-def free_port_base(count):
-    """A base port with `count` consecutive free ports on 127.0.0.1."""
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + count > 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 def get(url, timeout=3):
