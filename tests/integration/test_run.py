@@ -40,7 +40,8 @@ def running(tmp_path):
         [os.path.join(TOP, "run"), "--data", str(data), "--bin", BUILD, "--no-install",
          "--ops-base", str(ops), "--bus-base", str(bus), "--device-port", str(device),
          "--admin-port", str(admin)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TOP)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TOP,
+        start_new_session=True)  # ./run and its daemons share one process group
     lines = []
     deadline = time.time() + 60 * SCALE
     while time.time() < deadline:
@@ -52,15 +53,29 @@ def running(tmp_path):
             break
     out = "".join(lines)
     if "entitle: ready" not in out:
-        proc.kill()
+        stop_group(proc)
         logs = ""
         for f in (data / "log").glob("*.log") if (data / "log").exists() else []:
             logs += f"--- {f.name}\n{f.read_text()[-3000:]}"
         pytest.fail(f"./run did not become ready:\n{out}\n{logs}")
     yield proc, out, data, admin
+    stop_group(proc)
+
+
+def stop_group(proc):
+    """Stops ./run the way an operator would (SIGTERM: it drains its daemons), then makes
+    sure nothing of its process group survives: a killed ./run would orphan the daemons."""
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30 * SCALE)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def test_run_serves_every_printed_url(running):
