@@ -663,64 +663,74 @@ static ent_err doc_json(const struct ent_store_doc *d, json_t **out)
     return ENT_OK;
 }
 
-ent_err pd_subscriber_from_doc(const struct ent_store_doc *d, struct pd_subscriber *out)
+/* One stored document through its entity's JSON parser: ENT_EPROTO when the stored JSON no
+ * longer parses; on success the caller copies the document version into the entity. */
+static ent_err doc_parse(const struct ent_store_doc *d, bool (*parse)(const json_t *j, void *out),
+                         void *out)
 {
     json_t *j;
     ent_err rc = doc_json(d, &j);
     if (rc != ENT_OK)
         return rc;
-    struct pd_verr e;
-    bool ok = subscriber_from_json(j, false, true, out, &e);
+    bool ok = parse(j, out);
     json_decref(j);
-    if (!ok)
-        return ENT_EPROTO;
-    out->version = d->version;
-    return ENT_OK;
+    return ok ? ENT_OK : ENT_EPROTO;
+}
+
+static bool parse_subscriber(const json_t *j, void *out)
+{
+    struct pd_verr e;
+    return subscriber_from_json(j, false, true, out, &e);
+}
+
+static bool parse_plan(const json_t *j, void *out)
+{
+    struct pd_verr e;
+    return pd_plan_from_json(j, false, out, &e);
+}
+
+static bool parse_rule(const json_t *j, void *out)
+{
+    struct pd_verr e;
+    return pd_rule_from_json(j, false, out, &e);
+}
+
+static bool parse_rollout(const json_t *j, void *out)
+{
+    struct pd_verr e;
+    return pd_rollout_from_json(j, false, out, &e);
+}
+
+ent_err pd_subscriber_from_doc(const struct ent_store_doc *d, struct pd_subscriber *out)
+{
+    ent_err rc = doc_parse(d, parse_subscriber, out);
+    if (rc == ENT_OK)
+        out->version = d->version;
+    return rc;
 }
 
 ent_err pd_plan_from_doc(const struct ent_store_doc *d, struct pd_plan *out)
 {
-    json_t *j;
-    ent_err rc = doc_json(d, &j);
-    if (rc != ENT_OK)
-        return rc;
-    struct pd_verr e;
-    bool ok = pd_plan_from_json(j, false, out, &e);
-    json_decref(j);
-    if (!ok)
-        return ENT_EPROTO;
-    out->version = d->version;
-    return ENT_OK;
+    ent_err rc = doc_parse(d, parse_plan, out);
+    if (rc == ENT_OK)
+        out->version = d->version;
+    return rc;
 }
 
 ent_err pd_rule_from_doc(const struct ent_store_doc *d, struct pd_rule *out)
 {
-    json_t *j;
-    ent_err rc = doc_json(d, &j);
-    if (rc != ENT_OK)
-        return rc;
-    struct pd_verr e;
-    bool ok = pd_rule_from_json(j, false, out, &e);
-    json_decref(j);
-    if (!ok)
-        return ENT_EPROTO;
-    out->version = d->version;
-    return ENT_OK;
+    ent_err rc = doc_parse(d, parse_rule, out);
+    if (rc == ENT_OK)
+        out->version = d->version;
+    return rc;
 }
 
 ent_err pd_rollout_from_doc(const struct ent_store_doc *d, struct pd_rollout *out)
 {
-    json_t *j;
-    ent_err rc = doc_json(d, &j);
-    if (rc != ENT_OK)
-        return rc;
-    struct pd_verr e;
-    bool ok = pd_rollout_from_json(j, false, out, &e);
-    json_decref(j);
-    if (!ok)
-        return ENT_EPROTO;
-    out->version = d->version;
-    return ENT_OK;
+    ent_err rc = doc_parse(d, parse_rollout, out);
+    if (rc == ENT_OK)
+        out->version = d->version;
+    return rc;
 }
 
 ent_err pd_device_from_doc(const struct ent_store_doc *d, struct pd_device *out)
