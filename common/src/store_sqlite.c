@@ -974,6 +974,22 @@ static struct sq_doc_op *sq_doc_op_of(struct sq_op *op)
     return ENT_CONTAINER_OF(op, struct sq_doc_op, op);
 }
 
+/* Steps a bound existence query after a guarded write changed nothing: a row means the
+ * guard (version, lease) failed, ENT_ECONFLICT; no row means ENT_ENOTFOUND. Finishes st. */
+static ent_err sq_step_why_not(struct sq_conn *w, sqlite3_stmt *st, const char *what)
+{
+    int r = sqlite3_step(st);
+    ent_err rc;
+    if (r == SQLITE_ROW)
+        rc = ENT_ECONFLICT;
+    else if (r == SQLITE_DONE)
+        rc = ENT_ENOTFOUND;
+    else
+        rc = sq_fail(w, r, what);
+    sq_done(st);
+    return rc;
+}
+
 /* After a conditional write changed nothing: ENT_ECONFLICT if a live document exists,
  * ENT_ENOTFOUND if not. Runs inside the same transaction, so the answer is exact. */
 static ent_err sq_doc_why_not(struct sq_conn *w, enum ent_store_coll c, const char *key,
@@ -986,15 +1002,7 @@ static ent_err sq_doc_why_not(struct sq_conn *w, enum ent_store_coll c, const ch
     sq_bind_text(st, 1, ent_store_coll_name(c));
     sq_bind_text(st, 2, key);
     sqlite3_bind_int64(st, 3, now_ms);
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW)
-        rc = ENT_ECONFLICT;
-    else if (r == SQLITE_DONE)
-        rc = ENT_ENOTFOUND;
-    else
-        rc = sq_fail(w, r, "version");
-    sq_done(st);
-    return rc;
+    return sq_step_why_not(w, st, "version");
 }
 
 static ent_err sq_insert_run(struct sq_conn *w, struct sq_op *op)
@@ -1348,15 +1356,7 @@ static ent_err sq_outbox_why_not(struct sq_conn *w, uint64_t id)
     if (rc != ENT_OK)
         return rc;
     sqlite3_bind_int64(st, 1, (int64_t)id);
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW)
-        rc = ENT_ECONFLICT;
-    else if (r == SQLITE_DONE)
-        rc = ENT_ENOTFOUND;
-    else
-        rc = sq_fail(w, r, "outbox_exists");
-    sq_done(st);
-    return rc;
+    return sq_step_why_not(w, st, "outbox_exists");
 }
 
 static ent_err sq_ack_run(struct sq_conn *w, struct sq_op *op)
