@@ -15,7 +15,6 @@ written out here so the test needs no NNG binding.
 
 Python packages: pytest, cryptography, h2.
 """
-import base64
 import json
 import os
 import re
@@ -40,6 +39,8 @@ h2 = pytest.importorskip("h2.connection")
 import h2.config  # noqa: E402
 import h2.events  # noqa: E402
 
+from e2e_support import b64url_decode, free_port, jwt_parts, wait_for  # noqa: E402
+
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
 SCALE = float(os.environ.get("ENTITLE_TEST_TIMEOUT_MULTIPLIER", "1"))
@@ -47,32 +48,6 @@ NOTIFYD = os.path.join(BUILD, "notifyd", "entitle-notifyd")
 PROJECT = "entitle-test"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout * SCALE
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def b64url_decode(s):
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-def jwt_parts(tok):
-    h, c, s = tok.split(".")
-    return json.loads(b64url_decode(h)), json.loads(b64url_decode(c)), (h + "." + c).encode(), b64url_decode(s)
 
 
 # ---- protobuf, just the fields this test uses ------------------------------------------------
