@@ -10,7 +10,7 @@
 
 static ent_counter cache_lookups =
     ENT_COUNTER("entitle_gateway_cache_lookups_total",
-                "Cache lookups by cache and result (hit, miss)", "cache", "result");
+                "Cache lookups by cache and result (hit, miss, bypass)", "cache", "result");
 static ent_counter cache_evictions = ENT_COUNTER(
     "entitle_gateway_cache_evictions_total",
     "Entries removed by cache and reason (lru, expired, invalidated, flushed)", "cache", "reason");
@@ -44,6 +44,7 @@ ent_err gw_cache_init(struct gw_cache *c, const char *name, size_t max_n, size_t
                       uint64_t ttl_ms, bool bucket_by_subj)
 {
     memset(c, 0, sizeof(*c));
+    atomic_init(&c->bypass, false);
     size_t nb = 64;
     while (nb < max_n && nb < (1u << 22))
         nb <<= 1;
@@ -137,6 +138,10 @@ bool gw_cache_get(struct gw_cache *c, const char *key, const char *subj, struct 
         ent_counter_inc(&cache_lookups, c->name, "miss");
         return false;
     }
+    if (atomic_load(&c->bypass)) {
+        ent_counter_inc(&cache_lookups, c->name, "bypass");
+        return false;
+    }
     uint64_t h = ent_hash(c, key, subj);
     uint64_t now = ent_now_ms();
     pthread_mutex_lock(&c->mu);
@@ -190,7 +195,7 @@ bool gw_cache_put(struct gw_cache *c, const char *key, const char *subj, const v
     }
 
     pthread_mutex_lock(&c->mu);
-    if (c->epoch != epoch || now < c->hold_until) {
+    if (c->epoch != epoch || atomic_load(&c->bypass)) {
         pthread_mutex_unlock(&c->mu);
         free(n);
         return false;
@@ -278,14 +283,11 @@ size_t gw_cache_flush(struct gw_cache *c)
     return dropped;
 }
 
-void gw_cache_hold(struct gw_cache *c, uint64_t until_ms)
+void gw_cache_set_bypass(struct gw_cache *c, bool bypass)
 {
-    gw_cache_flush(c);
-    pthread_mutex_lock(&c->mu);
-    c->epoch++;
-    if (until_ms > c->hold_until)
-        c->hold_until = until_ms;
-    pthread_mutex_unlock(&c->mu);
+    if (!bypass)
+        gw_cache_flush(c);
+    atomic_store(&c->bypass, bypass);
 }
 
 size_t gw_cache_size(struct gw_cache *c)

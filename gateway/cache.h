@@ -18,6 +18,7 @@
 #define ENTITLE_GATEWAY_CACHE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,7 +39,7 @@ struct gw_cache {
     size_t bytes, max_bytes;
     uint64_t ttl_ms;
     uint64_t epoch;      /* bumped by every invalidation */
-    uint64_t hold_until; /* gw_cache_hold(): no puts before this (monotonic ms) */
+    atomic_bool bypass;  /* gw_cache_set_bypass() */
     bool bucket_by_subj; /* decision cache: chains hold one subscriber's entries */
     const char *name;    /* metric label: "decision", "token" */
 };
@@ -71,10 +72,11 @@ size_t gw_cache_drop_subject(struct gw_cache *c, const char *subj);
 /* Drops everything (CHANGE_ALL, event gap, publisher reconnect). Bumps the epoch. */
 size_t gw_cache_flush(struct gw_cache *c);
 
-/* Flushes, then refuses every put until until_ms (monotonic): while change events may be
- * missing (a publisher restarted and the SUB socket is re-dialling), answers are served
- * but not cached. Bumps the epoch. */
-void gw_cache_hold(struct gw_cache *c, uint64_t until_ms);
+/* While bypassed every get misses (counted as "bypass") and every put is refused: the
+ * gateway cannot see every change event (a publisher is not connected), so answers are
+ * served but not cached. Leaving the bypass flushes first (bumping the epoch), so nothing
+ * cached or filled before it survives. Any thread. */
+void gw_cache_set_bypass(struct gw_cache *c, bool bypass);
 
 size_t gw_cache_size(struct gw_cache *c);
 

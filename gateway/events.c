@@ -8,7 +8,14 @@
  *   CHANGE_ALL             every decision (plans, roaming rules, rollouts)
  *   gap (lost events, publisher restart, (re)connect)  every decision and every token
  *
- * The caches' epoch makes a fill that raced with an event lose (cache.h). */
+ * The caches' epoch makes a fill that raced with an event lose (cache.h).
+ *
+ * Trust: PUB drops what it publishes while we are not connected, and no later event need
+ * come to show it. So the caches are used only while every publisher's dialer has a live
+ * connection (ent_bus_sub_links()); otherwise they are bypassed — answers are computed by
+ * policyd/authd and served, not cached. Each connection that comes up flushes both caches,
+ * and so does leaving the bypass. This covers a gateway that starts before policyd, a
+ * policyd restart, a network cut, and a new policyd replica found by DNS. */
 #include <string.h>
 
 #include "ent/log.h"
@@ -20,7 +27,17 @@ static ent_counter events_total =
                 "kind", "gap");
 static ent_counter cache_flushes =
     ENT_COUNTER("entitle_gateway_cache_flushes_total",
-                "Whole-cache flushes by reason (gap, change_all, publisher_restart)", "reason");
+                "Whole-cache flushes by reason (gap, change_all, publisher_connected)", "reason");
+static ent_gauge publishers_gauge = ENT_GAUGE(
+    "entitle_gateway_events_publishers",
+    "policyd event publishers by state (expected: dialers open, connected: live)", "state");
+static ent_gauge cache_trusted_gauge =
+    ENT_GAUGE("entitle_gateway_cache_trusted",
+              "1 while every event publisher is connected and the caches are used, 0 while "
+              "they are bypassed");
+static ent_counter link_changes =
+    ENT_COUNTER("entitle_gateway_events_links_total",
+                "Connections to event publishers that came up or went down", "change");
 
 static const char *kind_name(int kind)
 {
@@ -73,14 +90,28 @@ void gw_events_apply(struct gw *g, int kind, const char *subscriber_id, bool gap
     }
 }
 
-void gw_events_publisher_restarted(struct gw *g, const char *why)
+void gw_events_check_links(struct gw *g)
 {
-    uint64_t until = ent_now_ms() + GW_EVENTS_SETTLE_MS;
-    gw_cache_hold(&g->decisions, until);
-    gw_cache_hold(&g->tokens, until);
-    ent_counter_inc(&cache_flushes, "publisher_restart");
-    ENT_LOG_INFO(NULL, "gateway.publisher_restart_flush", ENT_KV_STR("why", why),
-                 ENT_KV_U64("hold_ms", GW_EVENTS_SETTLE_MS));
+    if (!g->sub_open)
+        return;
+    size_t up = 0, total = 0;
+    ent_bus_sub_links(&g->sub, &up, &total);
+    ent_gauge_set(&publishers_gauge, (double)total, "expected");
+    ent_gauge_set(&publishers_gauge, (double)up, "connected");
+    bool trusted = total > 0 && up == total;
+    if (trusted == atomic_load(&g->caches_trusted))
+        return;
+    /* Leaving the bypass flushes (gw_cache_set_bypass). */
+    gw_cache_set_bypass(&g->decisions, !trusted);
+    gw_cache_set_bypass(&g->tokens, !trusted);
+    atomic_store(&g->caches_trusted, trusted);
+    ent_gauge_set(&cache_trusted_gauge, trusted ? 1.0 : 0.0);
+    if (trusted)
+        ENT_LOG_INFO(NULL, "gateway.cache_trusted", ENT_KV_U64("publishers", total));
+    else
+        ENT_LOG_WARN(NULL, "gateway.cache_bypassed", ENT_KV_U64("publishers", total),
+                     ENT_KV_U64("connected", up),
+                     ENT_KV_STR("effect", "every request asks policyd/authd until all are back"));
 }
 
 static void on_event(const Entitle__V1__ChangeEvent *ev, bool gap, void *ud)
@@ -89,14 +120,36 @@ static void on_event(const Entitle__V1__ChangeEvent *ev, bool gap, void *ud)
     gw_events_apply(g, ev->kind, ev->subscriber_id, gap);
 }
 
+static void on_link(bool up, void *ud)
+{
+    struct gw *g = ud;
+    ent_counter_inc(&link_changes, up ? "up" : "down");
+    if (up) {
+        /* The publisher dropped whatever it published while this link was missing. */
+        size_t nd = gw_cache_flush(&g->decisions);
+        size_t nt = gw_cache_flush(&g->tokens);
+        ent_counter_inc(&cache_flushes, "publisher_connected");
+        ENT_LOG_INFO(NULL, "gateway.events_connect_flush", ENT_KV_U64("decisions", nd),
+                     ENT_KV_U64("tokens", nt));
+    }
+    gw_events_check_links(g);
+}
+
 ent_err gw_events_start(struct gw *g)
 {
     struct gw_cfg *cfg = g->cfg;
     if (cfg->events_policyd.n == 0) {
         ENT_LOG_WARN(NULL, "gateway.events_off",
                      ENT_KV_STR("effect", "cached decisions live until their TTL"));
+        atomic_store(&g->caches_trusted, true);
+        ent_gauge_set(&cache_trusted_gauge, 1.0);
         return ENT_OK;
     }
+    /* Nothing is connected yet: bypass until every publisher is. */
+    gw_cache_set_bypass(&g->decisions, true);
+    gw_cache_set_bypass(&g->tokens, true);
+    atomic_store(&g->caches_trusted, false);
+    ent_gauge_set(&cache_trusted_gauge, 0.0);
     struct ent_bus_tls_cfg tls_storage;
     const struct ent_bus_tls_cfg *tls = ent_daemon_bus_tls(g->daemon, &tls_storage);
     ent_err rc =
@@ -106,7 +159,9 @@ ent_err gw_events_start(struct gw *g)
         ENT_LOG_ERROR(NULL, "gateway.events_failed", ENT_KV_STR("reason", ent_strerror(rc)));
         return rc;
     }
+    ent_bus_sub_on_link(&g->sub, on_link);
     g->sub_open = true;
+    gw_events_check_links(g);
     return ENT_OK;
 }
 

@@ -123,14 +123,6 @@ static void on_ping_reply(ent_err status, Entitle__V1__Response *resp, void *ud)
         if (!u->reachable)
             ENT_LOG_INFO(NULL, "gateway.worker_up", ENT_KV_STR("worker", name),
                          ENT_KV_STR("instance", resp->ping->instance));
-        /* policyd publishes the change events: after its restart or an outage, events may
-         * have been lost before our SUB socket re-dialled (DESIGN §2 staleness). */
-        if (u->kind == GW_WORKER_POLICYD && u->peer_instance[0] &&
-            (!u->reachable || strcmp(u->peer_instance, resp->ping->instance) != 0)) {
-            struct gw *g = ENT_CONTAINER_OF(u - u->kind, struct gw, up);
-            if (g->caches_ready)
-                gw_events_publisher_restarted(g, u->reachable ? "instance_changed" : "back_up");
-        }
         u->reachable = true;
         snprintf(u->peer_instance, sizeof(u->peer_instance), "%s", resp->ping->instance);
         u->last_error[0] = '\0';
@@ -175,6 +167,7 @@ static void on_ping_timer(uv_timer_t *t)
 {
     struct gw *g = t->data;
     gw_ping_workers(g);
+    gw_events_check_links(g);
 }
 
 static ent_err gw_start(struct ent_daemon *d)
@@ -262,6 +255,13 @@ static bool gw_ready(struct ent_daemon *d, struct ent_buf *detail)
                    g->n_shards, g->tls ? "true" : "false");
     if (g->device_port <= 0)
         ready = false;
+    /* Not a readiness condition: with a publisher missing the caches are bypassed and every
+     * answer is still right, only dearer. */
+    size_t links_up = 0, links_total = 0;
+    if (g->sub_open)
+        ent_bus_sub_links(&g->sub, &links_up, &links_total);
+    ent_buf_printf(detail, ",\"events\":{\"publishers\":%zu,\"connected\":%zu,\"caches\":\"%s\"}",
+                   links_total, links_up, atomic_load(&g->caches_trusted) ? "trusted" : "bypassed");
     return ready;
 }
 

@@ -99,6 +99,7 @@ struct gw {
     struct ent_bus_sub sub;
     bool sub_open;
     atomic_uint_fast64_t events_seen;
+    atomic_bool caches_trusted; /* see events.c "Trust" */
 };
 
 extern const struct ent_daemon_ops gw_daemon;
@@ -129,10 +130,9 @@ ent_err gw_events_start(struct gw *g);
 void gw_events_stop(struct gw *g);
 /* Applies one change event to the caches (exposed for tests). Any thread. */
 void gw_events_apply(struct gw *g, int kind, const char *subscriber_id, bool gap);
-/* policyd restarted or came back (seen by the worker pings): events published meanwhile may
- * be lost before the SUB socket re-dials, so flush both caches and cache nothing for
- * GW_EVENTS_SETTLE_MS. Main loop. */
-void gw_events_publisher_restarted(struct gw *g, const char *why);
-#define GW_EVENTS_SETTLE_MS 5000
+/* Recomputes whether the caches may be used (every event publisher connected) and bypasses
+ * or trusts them accordingly; runs on every link change and on the ping timer (a DNS
+ * re-resolution may add a publisher before it connects). Main loop. */
+void gw_events_check_links(struct gw *g);
 
 #endif

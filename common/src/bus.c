@@ -245,12 +245,6 @@ ent_err bus_ctx_open(nng_socket sock, nng_aio **aio, nng_ctx *ctx, void (*cb)(vo
     return ENT_OK;
 }
 
-ent_err bus_dial(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
-                 uint64_t reconnect_min_ms, uint64_t reconnect_max_ms)
-{
-    return bus_dial_ex(sock, url, tls, reconnect_min_ms, reconnect_max_ms, NULL);
-}
-
 ent_err bus_dial_ex(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
                     uint64_t reconnect_min_ms, uint64_t reconnect_max_ms, nng_dialer *out)
 {

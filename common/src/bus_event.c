@@ -8,7 +8,14 @@
  * same connection (NNG pipe id) as the previous one and its seq is exactly one more. The
  * first event from a publisher, the first after a reconnect (new pipe) and any skipped or
  * restarted seq are gaps. Matching the pipe id needs no pipe notifications, so the rule
- * holds even when a reconnect loses no event. */
+ * holds even when a reconnect loses no event.
+ *
+ * Links: a PUB socket drops what it publishes while a subscriber is not connected, and no
+ * later event need come to reveal the loss. So the subscriber also follows its connections
+ * (NNG pipe notifications, relayed to the loop through the same inbox as the events, so they
+ * stay in order with them) and tells the consumer at once when a connection to a publisher
+ * comes up or goes down; ent_bus_sub_links() says whether every dialer has a live
+ * connection, which is when an event stream can be trusted to be complete. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +35,10 @@
 /* Distinct publisher names remembered; past that the table is reset, which only turns
  * the next event of each publisher into a (harmless, cache-flushing) gap. */
 #define SUB_MAX_PUBLISHERS 256u
+/* Inbox items that are not events: a connection came up or went down (bus_item.rv). NNG
+ * errors are positive, so these cannot collide with a failed receive. */
+#define SUB_ITEM_LINK_UP   (-1)
+#define SUB_ITEM_LINK_DOWN (-2)
 
 struct ent_bus_pub_impl {
     nng_socket sock;
@@ -43,6 +54,12 @@ struct sub_publisher {
     uint32_t pipe;
 };
 
+/* Live connections of one dialer (loop thread). */
+struct sub_link {
+    uint32_t dialer;
+    uint32_t pipes;
+};
+
 struct ent_bus_sub_impl {
     struct ent_bus_sub *owner;
     struct bus_inbox inbox;
@@ -56,6 +73,14 @@ struct ent_bus_sub_impl {
     size_t n_pubs;
     void (*closed_cb)(struct ent_bus_sub *s);
     struct bus_peerset *peers;
+    /* links: pipe notifications (NNG threads) push under pipe_mu, which also orders them
+     * with `closing`, so nothing is pushed once teardown began */
+    uv_mutex_t pipe_mu;
+    bool pipe_mu_ready;
+    atomic_bool links_unknown; /* a notification was lost (no memory): never trusted again */
+    ent_bus_link_cb link_cb;
+    struct sub_link *links;
+    size_t n_links, cap_links;
 };
 
 /* --- publisher ------------------------------------------------------------------------- */
@@ -175,6 +200,74 @@ static void on_sub_aio(void *arg)
     nng_recv_aio(impl->sock, impl->aio);
 }
 
+/* NNG thread: a connection to a publisher came up or went down. */
+static void on_sub_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    struct ent_bus_sub_impl *impl = arg;
+    uv_mutex_lock(&impl->pipe_mu);
+    if (!atomic_load(&impl->closing)) {
+        struct bus_item *it = malloc(sizeof(*it));
+        if (it == NULL) {
+            atomic_store(&impl->links_unknown, true);
+        } else {
+            uint32_t dialer = (uint32_t)nng_dialer_id(nng_pipe_dialer(pipe));
+            it->id = (uint64_t)dialer << 32 | (uint32_t)nng_pipe_id(pipe);
+            it->rv = ev == NNG_PIPE_EV_ADD_POST ? SUB_ITEM_LINK_UP : SUB_ITEM_LINK_DOWN;
+            it->msg = NULL;
+            bus_inbox_push(&impl->inbox, it);
+        }
+    }
+    uv_mutex_unlock(&impl->pipe_mu);
+}
+
+/* Loop thread: the link table follows one notification. */
+static void sub_link_note(struct ent_bus_sub_impl *impl, uint32_t dialer, bool up)
+{
+    struct sub_link *l = NULL;
+    for (size_t i = 0; i < impl->n_links && l == NULL; i++)
+        if (impl->links[i].dialer == dialer)
+            l = &impl->links[i];
+    if (up) {
+        if (l == NULL) {
+            if (impl->n_links == impl->cap_links) {
+                size_t cap = impl->cap_links ? impl->cap_links * 2 : 8;
+                struct sub_link *n = realloc(impl->links, cap * sizeof(*n));
+                if (n == NULL) {
+                    atomic_store(&impl->links_unknown, true);
+                    return;
+                }
+                impl->links = n;
+                impl->cap_links = cap;
+            }
+            l = &impl->links[impl->n_links++];
+            l->dialer = dialer;
+            l->pipes = 0;
+        }
+        l->pipes++;
+    } else if (l != NULL) {
+        if (l->pipes > 0)
+            l->pipes--;
+        if (l->pipes == 0)
+            *l = impl->links[--impl->n_links];
+    }
+}
+
+static void sub_link_deliver(struct ent_bus_sub_impl *impl, struct bus_item *it)
+{
+    bool up = it->rv == SUB_ITEM_LINK_UP;
+    uint32_t dialer = (uint32_t)(it->id >> 32);
+    free(it);
+    if (atomic_load(&impl->closing))
+        return;
+    sub_link_note(impl, dialer, up);
+    size_t links_up = 0, links_total = 0;
+    ent_bus_sub_links(impl->owner, &links_up, &links_total);
+    ENT_LOG_INFO(NULL, up ? "bus.publisher_connected" : "bus.publisher_disconnected",
+                 ENT_KV_U64("links_up", links_up), ENT_KV_U64("links_total", links_total));
+    if (impl->link_cb != NULL)
+        impl->link_cb(up, impl->ud);
+}
+
 static struct sub_publisher *sub_publisher_get(struct ent_bus_sub_impl *impl, const char *name,
                                                bool *is_new)
 {
@@ -206,6 +299,10 @@ static struct sub_publisher *sub_publisher_get(struct ent_bus_sub_impl *impl, co
 static void sub_deliver(struct bus_inbox *in, struct bus_item *it)
 {
     struct ent_bus_sub_impl *impl = ENT_CONTAINER_OF(in, struct ent_bus_sub_impl, inbox);
+    if (it->rv == SUB_ITEM_LINK_UP || it->rv == SUB_ITEM_LINK_DOWN) {
+        sub_link_deliver(impl, it);
+        return;
+    }
     nng_msg *msg = it->msg;
     uint32_t pipe = (uint32_t)it->id;
     free(it);
@@ -244,12 +341,21 @@ static void sub_free(struct ent_bus_sub_impl *impl)
     for (size_t i = 0; i < impl->n_pubs; i++)
         free(impl->pubs[i].name);
     free(impl->pubs);
+    free(impl->links);
+    if (impl->pipe_mu_ready)
+        uv_mutex_destroy(&impl->pipe_mu);
     free(impl);
 }
 
 static void sub_teardown(struct ent_bus_sub_impl *impl)
 {
+    /* Under pipe_mu: a pipe notification running now finishes its push first, and none
+     * pushes afterwards (the inbox closes after this). */
+    if (impl->pipe_mu_ready)
+        uv_mutex_lock(&impl->pipe_mu);
     atomic_store(&impl->closing, true);
+    if (impl->pipe_mu_ready)
+        uv_mutex_unlock(&impl->pipe_mu);
     if (impl->aio != NULL)
         nng_aio_stop(impl->aio);
     bus_peerset_close(impl->peers); /* before the socket, which owns the dialers */
@@ -281,6 +387,11 @@ static ent_err sub_open(struct ent_bus_sub_impl *impl, uv_loop_t *loop, const ch
         rv = nng_socket_set_int(impl->sock, NNG_OPT_RECVBUF, SUB_RECV_BUFFER);
     if (rv == 0)
         rv = nng_aio_alloc(&impl->aio, on_sub_aio, impl);
+    /* Before any dialer starts, so no connection goes unseen. */
+    if (rv == 0)
+        rv = nng_pipe_notify(impl->sock, NNG_PIPE_EV_ADD_POST, on_sub_pipe, impl);
+    if (rv == 0)
+        rv = nng_pipe_notify(impl->sock, NNG_PIPE_EV_REM_POST, on_sub_pipe, impl);
     if (rv != 0)
         return bus_err_from_nng(rv);
     struct bus_peerset_cfg pc = {
@@ -311,9 +422,16 @@ ent_err ent_bus_sub_init(struct ent_bus_sub *s, uv_loop_t *loop, const char *con
     impl->cb = cb;
     impl->ud = ud;
     atomic_init(&impl->closing, false);
+    atomic_init(&impl->links_unknown, false);
+    int uv_rc = uv_mutex_init(&impl->pipe_mu);
+    if (uv_rc != 0) {
+        free(impl);
+        return ent_err_from_uv(uv_rc);
+    }
+    impl->pipe_mu_ready = true;
     ent_err rc = bus_inbox_init(&impl->inbox, loop, sub_deliver);
     if (rc != ENT_OK) {
-        free(impl);
+        sub_free(impl);
         return rc;
     }
     rc = sub_open(impl, loop, addrs, n_addrs, tls);
@@ -335,6 +453,28 @@ static void on_sub_inbox_closed(struct bus_inbox *in)
     s->impl_ = NULL;
     if (closed_cb != NULL)
         closed_cb(s);
+}
+
+void ent_bus_sub_on_link(struct ent_bus_sub *s, ent_bus_link_cb cb)
+{
+    s->impl_->link_cb = cb;
+}
+
+void ent_bus_sub_links(const struct ent_bus_sub *s, size_t *up, size_t *total)
+{
+    const struct ent_bus_sub_impl *impl = s->impl_;
+    uint32_t ids[64];
+    size_t n = impl->peers != NULL ? bus_peerset_dialer_ids(impl->peers, ids, 64) : 0;
+    size_t live = 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        for (size_t j = 0; j < impl->n_links; j++)
+            if (impl->links[j].dialer == ids[i] && impl->links[j].pipes > 0) {
+                live++;
+                break;
+            }
+    /* Past 64 dialers the rest count as down: untrusted, never wrongly trusted. */
+    *up = atomic_load(&impl->links_unknown) ? 0 : live;
+    *total = n;
 }
 
 void ent_bus_sub_close(struct ent_bus_sub *s, void (*closed_cb)(struct ent_bus_sub *s))

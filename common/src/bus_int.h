@@ -58,10 +58,8 @@ ent_err bus_ctx_open(nng_socket sock, nng_aio **aio, nng_ctx *ctx, void (*cb)(vo
 
 /* Creates and starts a dialer (flags: NNG_FLAG_NONBLOCK) or a listener for `url` on `sock`,
  * applying TLS for tls+tcp:// URLs and the reconnect times for dialers (0: NNG default).
- * Listeners report their bound port through *port_out when not NULL (-1 if unknown). */
-ent_err bus_dial(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
-                 uint64_t reconnect_min_ms, uint64_t reconnect_max_ms);
-/* The same, handing back the dialer so it can be closed on its own later. */
+ * Listeners report their bound port through *port_out when not NULL (-1 if unknown). A
+ * dialer is handed back through *out when not NULL, so it can be closed on its own later. */
 ent_err bus_dial_ex(nng_socket sock, const char *url, const struct ent_bus_tls_cfg *tls,
                     uint64_t reconnect_min_ms, uint64_t reconnect_max_ms, nng_dialer *out);
 
@@ -90,6 +88,9 @@ ent_err bus_peerset_init(struct bus_peerset **out, uv_loop_t *loop, nng_socket s
 uint64_t bus_peerset_answers(const struct bus_peerset *ps);
 /* Number of dialers currently open (names resolved to N addresses count N). */
 size_t bus_peerset_dialers(const struct bus_peerset *ps);
+/* Writes the NNG ids of the dialers currently open (at most max of them) to ids and returns
+ * how many there are (which may exceed max). */
+size_t bus_peerset_dialer_ids(const struct bus_peerset *ps, uint32_t *ids, size_t max);
 /* Applies one resolution result for configured address `index` (tests call it directly):
  * `urls` are complete URLs such as "tcp://10.0.0.7:7101". */
 void bus_peerset_apply(struct bus_peerset *ps, size_t index, const char *const *urls, size_t n);

@@ -126,6 +126,23 @@ size_t bus_peerset_dialers(const struct bus_peerset *ps)
     return n;
 }
 
+size_t bus_peerset_dialer_ids(const struct bus_peerset *ps, uint32_t *ids, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ps->n_addrs; i++) {
+        const struct peer_addr *a = &ps->addrs[i];
+        for (size_t j = 0; j < a->n_dialers; j++, n++)
+            if (n < max)
+                ids[n] = (uint32_t)nng_dialer_id(a->dialers[j].dialer);
+        if (a->fallback_open) {
+            if (n < max)
+                ids[n] = (uint32_t)nng_dialer_id(a->fallback);
+            n++;
+        }
+    }
+    return n;
+}
+
 void bus_peerset_apply(struct bus_peerset *ps, size_t index, const char *const *urls, size_t n)
 {
     if (ps->closing || index >= ps->n_addrs)
@@ -300,7 +317,12 @@ ent_err bus_peerset_init(struct bus_peerset **out, uv_loop_t *loop, nng_socket s
         if (peer_addr_parse(a, cfg->addrs[i]) != ENT_OK) {
             /* Not ours to interpret (NNG may know the scheme): dial it as written. */
             a->literal = true;
-            rc = bus_dial(sock, cfg->addrs[i], cfg->tls, ps->rmin, ps->rmax);
+            rc = bus_dial_ex(sock, cfg->addrs[i], cfg->tls, ps->rmin, ps->rmax,
+                             &a->dialers[0].dialer);
+            if (rc == ENT_OK) {
+                snprintf(a->dialers[0].url, PEERS_URL_MAX, "%s", cfg->addrs[i]);
+                a->n_dialers = 1;
+            }
             continue;
         }
         struct ent_bus_tls_cfg tls_storage;

@@ -99,6 +99,14 @@ def http_get(url, timeout=3):
         return 0, ""
 
 
+def wait_caches_trusted(ops_port, timeout=30):
+    """The gateway uses its caches only while every event publisher is connected (before
+    that it answers uncached); tests that count cache hits or invalidations wait for it."""
+    url = f"http://127.0.0.1:{ops_port}/readyz"
+    wait_for(lambda: '"caches":"trusted"' in http_get(url)[1], timeout,
+             "the gateway to connect to every event publisher")
+
+
 def parse_metrics(text):
     """Prometheus 0.0.4 text -> {(name, ((label, value), ...)): float}."""
     out = {}
@@ -410,6 +418,7 @@ class RunStack:
         if not ok or self.proc.poll() is not None:
             self.kill()
             pytest.fail(f"./run did not become ready:\n{self.output()}\n{self.logs_tail()}")
+        wait_caches_trusted(self.ops_base)
         self.admin_token = (self.data / "secrets" / "admin-token").read_text().strip()
         self.cacert = str(self.data / "secrets" / "tls.crt")
         self.tls = ssl.create_default_context(cafile=self.cacert)

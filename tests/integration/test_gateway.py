@@ -20,6 +20,8 @@ import urllib.request
 
 import pytest
 
+from e2e_support import wait_caches_trusted
+
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
 SCALE = float(os.environ.get("ENTITLE_TEST_TIMEOUT_MULTIPLIER", "1"))
@@ -194,6 +196,7 @@ def stack(tmp_path_factory):
         s.wait_ready(d)
     s.start("gateway")
     s.wait_ready("gateway")
+    wait_caches_trusted(s.ports["gateway"]["ops"])
     st, body = s.admin("POST", "/v1/plans", {
         "id": "gold", "name": "Gold",
         "services": {"volte": True, "vowifi": True, "vonr": True, "smsoip": True}})
@@ -566,11 +569,46 @@ def test_gateway_interop_checklist(stack, tmp_path):
     assert st == 200 and hdrs["Content-Type"] == "text/vnd.wap.connectivity-xml"
 
 
+def test_gateway_without_event_link_answers_uncached(stack, tmp_path):
+    """A gateway that cannot reach policyd's event publisher (here: pointed at a port nobody
+    listens on) must not cache: it could never learn of a change."""
+    stack.stop("gateway")
+    real_events = stack.events_port
+    stack.events_port = free_port()
+    try:
+        stack.start("gateway")
+        stack.wait_ready("gateway")
+        ops = f"http://127.0.0.1:{stack.ports['gateway']['ops']}"
+        _, ready = http_get(f"{ops}/readyz")
+        assert '"caches":"bypassed"' in ready and '"connected":0' in ready, ready
+        state = tmp_path / "sim"
+        for _ in range(3):
+            out = stack.device(SUB1, "--apps", "ap2003", "--xml", state=state, check=0)
+            assert out["params"]["ap2003.EntitlementStatus"] == "1", out
+        st, body = stack.admin("PATCH", f"/v1/subscribers/{SUB1}", {"overrides": {"volte": False}})
+        assert st == 200, body
+        out = stack.device(SUB1, "--apps", "ap2003", "--xml", state=state, check=0)
+        assert out["params"]["ap2003.EntitlementStatus"] == "0", out["document"]
+        _, m = http_get(f"{ops}/metrics")
+        assert re.search(r'entitle_gateway_cache_lookups_total\{cache="decision",result="bypass"\} [1-9]', m), m
+        assert not re.search(r'entitle_gateway_cache_lookups_total\{cache="decision",result="hit"\}', m), m
+        assert "entitle_gateway_cache_trusted 0" in m
+        assert 'entitle_gateway_events_publishers{state="expected"} 1' in m
+        st, body = stack.admin("PATCH", f"/v1/subscribers/{SUB1}", {"overrides": {"volte": None}})
+        assert st == 200, body
+    finally:
+        stack.stop("gateway")
+        stack.events_port = real_events
+        stack.start("gateway")
+        stack.wait_ready("gateway")
+        wait_caches_trusted(stack.ports["gateway"]["ops"])
+
+
 def test_gateway_policyd_restart_flushes_caches(stack, tmp_path):
     state = tmp_path / "sim"
     stack.device(SUB3, "--apps", "ap2005", "--xml", state=state, check=0)
     stack.device(SUB3, "--apps", "ap2005", "--xml", state=state, check=0)  # cached
-    metric = re.compile(r'entitle_gateway_cache_flushes_total\{reason="publisher_restart"\} (\d+)')
+    metric = re.compile(r'entitle_gateway_cache_flushes_total\{reason="publisher_connected"\} (\d+)')
     _, m = http_get(f"http://127.0.0.1:{stack.ports['gateway']['ops']}/metrics")
     before = int(metric.search(m).group(1)) if metric.search(m) else 0
     stack.stop("policyd")
@@ -586,5 +624,7 @@ def test_gateway_policyd_restart_flushes_caches(stack, tmp_path):
             break
         time.sleep(0.05)
     assert metric.search(m) and int(metric.search(m).group(1)) > before, m
+    assert re.search(r'entitle_gateway_events_links_total\{change="down"\} [1-9]', m), m
     out = stack.device(SUB3, "--apps", "ap2005", "--xml", state=state, check=0)
     assert out["params"]["ap2005.EntitlementStatus"] == "0"
+    wait_caches_trusted(stack.ports["gateway"]["ops"])

@@ -209,6 +209,20 @@ ent_err ent_bus_sub_init(struct ent_bus_sub *s, uv_loop_t *loop, const char *con
                          size_t n_addrs, const struct ent_bus_tls_cfg *tls, ent_bus_event_cb cb,
                          void *ud);
 
+/* Loop thread: a connection to one publisher came up (up) or went down. After `up` the
+ * consumer must flush what it cached from announcements: the publisher dropped whatever it
+ * published while this connection was missing. */
+typedef void (*ent_bus_link_cb)(bool up, void *ud);
+
+/* Loop thread. Sets the link callback (same ud as the event callback); call right after
+ * ent_bus_sub_init(): notifications reach the loop on a later iteration. */
+void ent_bus_sub_on_link(struct ent_bus_sub *s, ent_bus_link_cb cb);
+
+/* Loop thread. *total: dialers currently open (one per publisher address, names resolved
+ * to N addresses count N); *up: how many of them have a live connection. The event stream is
+ * complete only while *total > 0 and *up == *total. */
+void ent_bus_sub_links(const struct ent_bus_sub *s, size_t *up, size_t *total);
+
 /* Loop thread. No event callback runs after this returns; closed_cb (may be NULL) runs on a
  * later loop iteration, after which `s` may be freed. Call once. */
 void ent_bus_sub_close(struct ent_bus_sub *s, void (*closed_cb)(struct ent_bus_sub *s));

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ent/bus.h change events over real NNG PUB/SUB on 127.0.0.1: the publisher stamps name,
  * seq and time; the subscriber flags the first event after a connect, consecutive events
- * don't, a skipped seq does, and a restarted publisher (new connection, seq from 1) does. */
+ * don't, a skipped seq does, and a restarted publisher (new connection, seq from 1) does;
+ * the link callback and ent_bus_sub_links() follow connections to every publisher, including
+ * one that is not listening yet when the subscriber starts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,7 +28,17 @@ struct sink {
     struct seen events[64];
     unsigned n;
     bool closed;
+    unsigned links_up, links_down; /* link callbacks seen */
 };
+
+static void on_link(bool up, void *ud)
+{
+    struct sink *k = ud;
+    if (up)
+        k->links_up++;
+    else
+        k->links_down++;
+}
 
 static void on_event(const Entitle__V1__ChangeEvent *ev, bool gap, void *ud)
 {
@@ -208,11 +220,81 @@ static void test_bus_event_skipped_seq_is_gap(void **state)
     tb_fini(&h);
 }
 
+static void wait_links(struct sink *k, struct tb_harness *h, unsigned ups, unsigned downs)
+{
+    uint64_t t0 = ent_now_ms();
+    while ((k->links_up < ups || k->links_down < downs) && ent_now_ms() - t0 < tb_ms(10000))
+        tb_run_for(h, 10);
+    assert_int_equal(k->links_up, ups);
+    assert_int_equal(k->links_down, downs);
+}
+
+static void test_bus_event_links_follow_connections(void **state)
+{
+    (void)state;
+    struct tb_harness h;
+    struct ent_bus_pub a, b;
+    struct sink k;
+    char addr_a[64], addr_b[64];
+    size_t up = 9, total = 9;
+    tb_init(&h);
+    /* Two ports that nothing listens on yet. */
+    assert_int_equal(ent_bus_pub_init(&a, "tcp://127.0.0.1:0", NULL, "pa"), ENT_OK);
+    assert_int_equal(ent_bus_pub_init(&b, "tcp://127.0.0.1:0", NULL, "pb"), ENT_OK);
+    snprintf(addr_a, sizeof(addr_a), "tcp://127.0.0.1:%d", ent_bus_pub_port(&a));
+    snprintf(addr_b, sizeof(addr_b), "tcp://127.0.0.1:%d", ent_bus_pub_port(&b));
+    ent_bus_pub_close(&a);
+    ent_bus_pub_close(&b);
+
+    memset(&k, 0, sizeof(k));
+    const char *addrs[] = {addr_a, addr_b};
+    assert_int_equal(ent_bus_sub_init(&k.sub, &h.loop, addrs, 2, NULL, on_event, &k), ENT_OK);
+    ent_bus_sub_on_link(&k.sub, on_link);
+    tb_run_for(&h, 150);
+    ent_bus_sub_links(&k.sub, &up, &total);
+    assert_int_equal(total, 2);
+    assert_int_equal(up, 0);
+    assert_int_equal(k.links_up, 0);
+
+    /* The first publisher appears: the subscriber re-dials and says so. */
+    assert_int_equal(ent_bus_pub_init(&a, addr_a, NULL, "pa"), ENT_OK);
+    wait_links(&k, &h, 1, 0);
+    ent_bus_sub_links(&k.sub, &up, &total);
+    assert_int_equal(up, 1);
+    assert_int_equal(total, 2);
+
+    /* Then the second: every dialer is connected. */
+    assert_int_equal(ent_bus_pub_init(&b, addr_b, NULL, "pb"), ENT_OK);
+    wait_links(&k, &h, 2, 0);
+    ent_bus_sub_links(&k.sub, &up, &total);
+    assert_int_equal(up, 2);
+
+    /* One goes away: told at once, without waiting for an event. */
+    ent_bus_pub_close(&a);
+    wait_links(&k, &h, 2, 1);
+    ent_bus_sub_links(&k.sub, &up, &total);
+    assert_int_equal(up, 1);
+    assert_int_equal(total, 2);
+
+    /* And comes back. */
+    assert_int_equal(ent_bus_pub_init(&a, addr_a, NULL, "pa"), ENT_OK);
+    wait_links(&k, &h, 3, 1);
+    ent_bus_sub_links(&k.sub, &up, &total);
+    assert_int_equal(up, 2);
+    assert_int_equal(k.n, 0); /* no events were published */
+
+    sink_stop(&k, &h);
+    ent_bus_pub_close(&a);
+    ent_bus_pub_close(&b);
+    tb_fini(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bus_event_seq_and_gap_flag),
         cmocka_unit_test(test_bus_event_skipped_seq_is_gap),
+        cmocka_unit_test(test_bus_event_links_follow_connections),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     nng_fini();
