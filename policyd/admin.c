@@ -461,20 +461,35 @@ static void pending_free(struct pd_pending *pe)
     free(pe);
 }
 
-/* Publishes the subscriber's change and pushes its devices if an answer changed. */
-static void subscriber_changed(struct policyd *p, const struct pd_subscriber *after,
-                               const struct pd_snapshot *before, int kind)
+/* A change was committed but the push intents it implies could not all be written: the
+ * change is in effect (gateways were told), yet it must not be acknowledged as done, since
+ * an acknowledged change promises its push (relay.h). */
+static void respond_push_failed(struct policyd *p, uint64_t id, const char *route,
+                                const char *method, ent_err rc)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "the change is committed, but a device push it implies could not be queued (%s)",
+             ent_err_name(rc));
+    respond_error_hdr(p, id, route, method, 503, "push_not_queued", NULL, msg, "Retry-After", "1");
+}
+
+/* Publishes the subscriber's change and queues pushes for its devices if an answer
+ * changed. ENT_OK, or why a push intent could not be written (see respond_push_failed). */
+static ent_err subscriber_changed(struct policyd *p, const struct pd_subscriber *after,
+                                  const struct pd_snapshot *before, int kind)
 {
     pd_events_publish(p, kind, after->imsi, pd_effective_version(after, p->policy.generation),
                       after->token_generation);
-    if (before) {
-        struct pd_snapshot *now = malloc(sizeof(*now));
-        if (now) {
-            pd_snapshot_take(p, &p->policy, after, now);
-            pd_push_if_changed(p, after, before, now);
-            free(now);
-        }
-    }
+    if (!before)
+        return ENT_OK;
+    struct pd_snapshot *now = malloc(sizeof(*now));
+    if (!now)
+        return ENT_ENOMEM;
+    pd_snapshot_take(p, &p->policy, after, now);
+    ent_err rc = pd_push_if_changed(p, after, before, now, NULL);
+    free(now);
+    return rc;
 }
 
 static void on_create_credentials(struct policyd *p, ent_err rc, bool answered,
@@ -679,8 +694,12 @@ static void subscriber_apply(struct call *c, json_t *patch)
         respond_err(p, c->id, c->route, c->method, rc, "subscriber");
         return;
     }
-    subscriber_changed(p, &next, before, ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER);
+    rc = subscriber_changed(p, &next, before, ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER);
     free(before);
+    if (rc != ENT_OK) {
+        respond_push_failed(p, c->id, c->route, c->method, rc);
+        return;
+    }
     pd_admin_respond_json(p, c->id, c->route, c->method, 200, pd_subscriber_to_json(&next),
                           next.version);
 }
@@ -1039,8 +1058,9 @@ static const struct kind kind_rollouts = {"rollout",
                                           NULL};
 
 /* After a committed plan/rule/rollout change: new generation, fresh snapshot, one
- * CHANGE_ALL event, pushes for devices whose answer changed. */
-static void policy_changed(struct policyd *p)
+ * CHANGE_ALL event, push intents for devices whose answer changed. ENT_OK, or why an
+ * intent could not be written (see respond_push_failed). */
+static ent_err policy_changed(struct policyd *p)
 {
     int64_t gen = 0;
     ent_err rc = pd_policy_bump(p->store, &gen);
@@ -1053,10 +1073,11 @@ static void policy_changed(struct policyd *p)
     if (rc != ENT_OK)
         ENT_LOG_ERROR(NULL, "policyd.policy_reload_failed", ENT_KV_STR("reason", ent_err_name(rc)));
     pd_events_publish(p, ENTITLE__V1__CHANGE_KIND__CHANGE_ALL, NULL, (uint64_t)gen, 0);
-    if (have_old) {
-        pd_push_policy_change(p, &old);
-        pd_policy_free(&old);
-    }
+    if (!have_old)
+        return ENT_ENOMEM;
+    rc = pd_push_policy_change(p, &old, NULL);
+    pd_policy_free(&old);
+    return rc;
 }
 
 static bool key_ok(struct call *c, const char *k)
@@ -1139,8 +1160,12 @@ static void kind_create(struct call *c, const struct kind *k)
         if (rc != ENT_OK) {
             respond_err(p, c->id, c->route, c->method, rc, k->name);
         } else {
-            policy_changed(p);
-            pd_admin_respond_json(p, c->id, c->route, c->method, 201, k->to_json(x), k->version(x));
+            rc = policy_changed(p);
+            if (rc != ENT_OK)
+                respond_push_failed(p, c->id, c->route, c->method, rc);
+            else
+                pd_admin_respond_json(p, c->id, c->route, c->method, 201, k->to_json(x),
+                                      k->version(x));
         }
     }
     free(x);
@@ -1190,8 +1215,11 @@ static void kind_update(struct call *c, const struct kind *k, bool partial)
         respond_err(p, c->id, c->route, c->method, rc, k->name);
         goto out;
     }
-    policy_changed(p);
-    pd_admin_respond_json(p, c->id, c->route, c->method, 200, k->to_json(x), k->version(x));
+    rc = policy_changed(p);
+    if (rc != ENT_OK)
+        respond_push_failed(p, c->id, c->route, c->method, rc);
+    else
+        pd_admin_respond_json(p, c->id, c->route, c->method, 200, k->to_json(x), k->version(x));
 out:
     json_decref(j);
     free(cur);
@@ -1217,8 +1245,11 @@ static void kind_delete(struct call *c, const struct kind *k)
             if (rc != ENT_OK) {
                 respond_err(p, c->id, c->route, c->method, rc, k->name);
             } else {
-                policy_changed(p);
-                pd_admin_respond_json(p, c->id, c->route, c->method, 204, NULL, 0);
+                rc = policy_changed(p);
+                if (rc != ENT_OK)
+                    respond_push_failed(p, c->id, c->route, c->method, rc);
+                else
+                    pd_admin_respond_json(p, c->id, c->route, c->method, 204, NULL, 0);
             }
         }
     }

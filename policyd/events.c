@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Change events and push requests (see events.h for the version rule). A push goes to
- * notifyd only when the rendered answer of an AppID changed for a subscriber that has a
- * device with a push token; notifyd answers once the request is durably in its outbox, and
- * coalesces repeats, so a lost reply costs at most a duplicate notification. A push that
- * notifyd could not take is logged and counted (entitle_policyd_pushes_total{result}); the
- * device still gets the new answer on its next poll or request, because the gateway's cache
- * was invalidated by the change event. */
+/* Change events and push intents (see events.h for the version rule). A push is due only
+ * when the rendered answer of an AppID changed for a subscriber that has a device with a
+ * push token; it is written into the relay's durable queue (relay.h) before the change is
+ * acknowledged, and the relay hands it to notifyd, retrying until notifyd has it in its
+ * outbox. notifyd coalesces repeats by the idempotency key, so a resend costs at most a
+ * duplicate notification. Intents written are counted in
+ * entitle_policyd_pushes_total{result}. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +15,8 @@
 
 static ent_counter events_published = ENT_COUNTER("entitle_policyd_events_published_total",
                                                   "Change events published", "kind", "result");
-static ent_counter pushes = ENT_COUNTER("entitle_policyd_pushes_total",
-                                        "Push requests sent to notifyd, by result", "result");
+static ent_counter pushes = ENT_COUNTER(
+    "entitle_policyd_pushes_total", "Push intents written to the relay queue, by result", "result");
 
 uint64_t pd_effective_version(const struct pd_subscriber *s, int64_t generation)
 {
@@ -85,99 +85,48 @@ void pd_snapshot_take(struct policyd *p, const struct pd_policy *pol,
         pd_evaluate(&ctx, sub, (enum pd_service)i, &out->d[i]);
 }
 
-struct push_call {
-    struct policyd *p;
-};
-
-static void on_push_reply(ent_err status, Entitle__V1__Response *resp, void *ud)
+/* Writes the push intent for one device into the relay's queue. */
+static ent_err push_device(struct policyd *p, const struct pd_subscriber *sub,
+                           const struct pd_device *dev, char **apps, size_t n_apps)
 {
-    struct push_call *c = ud;
-    struct policyd *p = c->p;
-    free(c);
-    if (p->pushes_inflight)
-        p->pushes_inflight--;
-    if (status == ENT_OK && resp->status && resp->status->code != ENTITLE__V1__CODE__OK)
-        status = (ent_err)resp->status->code;
-    ent_counter_inc(&pushes, status == ENT_OK ? "queued" : ent_err_name(status));
-    if (status != ENT_OK)
-        ENT_LOG_WARN(NULL, "policyd.push_failed", ENT_KV_STR("reason", ent_err_name(status)));
-    if (resp)
-        entitle__v1__response__free_unpacked(resp, NULL);
-}
-
-/* Sets a PushRequest field by name. notifyd (issue #7) extends PushRequest with what
- * delivery needs (token, action, MSISDN, time); setting the fields through the descriptor
- * keeps this file building against either revision of proto/notify.proto. */
-static void push_set(ProtobufCMessage *m, const char *name, ProtobufCType type, char *s, uint64_t v)
-{
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
-    if (!f || f->type != type || f->label == PROTOBUF_C_LABEL_REPEATED)
-        return;
-    char *at = (char *)m + f->offset;
-    if (type == PROTOBUF_C_TYPE_STRING)
-        memcpy(at, &s, sizeof(s));
-    else if (type == PROTOBUF_C_TYPE_INT32) {
-        int32_t x = (int32_t)v;
-        memcpy(at, &x, sizeof(x));
-    } else if (type == PROTOBUF_C_TYPE_UINT64)
-        memcpy(at, &v, sizeof(v));
-}
-
-static size_t push_device(struct policyd *p, const struct pd_subscriber *sub,
-                          const struct pd_device *dev, char **apps, size_t n_apps)
-{
-    if (!p->notifyd_on) {
+    if (!p->relay_on) {
         ent_counter_inc(&pushes, "no_notifyd");
-        return 0;
+        return ENT_OK;
     }
     /* One key per change of this device's answer. The effective version alone restarts when
      * a subscriber is deleted and provisioned again, and notifyd would drop the new life's
-     * pushes as duplicates of the old one's: the creation time tells the lives apart. */
+     * pushes as duplicates of the old one's: the creation time tells the lives apart. The
+     * key is stored with the intent, so every resend of it carries the same one. */
     char key[256];
     int kn = snprintf(key, sizeof(key), "policyd:%s:%s:%lld:%llu", sub->imsi, dev->terminal_id,
                       (long long)sub->created_ms,
                       (unsigned long long)pd_effective_version(sub, p->policy.generation));
     if (kn < 0 || (size_t)kn >= sizeof(key)) {
         ent_counter_inc(&pushes, "EINVAL");
-        return 0;
+        return ENT_EINVAL;
     }
-    Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
     Entitle__V1__PushRequest push = ENTITLE__V1__PUSH_REQUEST__INIT;
-    Entitle__V1__RequestHeader hdr = ENTITLE__V1__REQUEST_HEADER__INIT;
-    hdr.idempotency_key = key;
-    req.header = &hdr;
     push.subscriber_id = (char *)sub->imsi;
     push.terminal_id = (char *)dev->terminal_id;
     push.app_ids = apps;
     push.n_app_ids = n_apps;
     push.idempotency_key = key;
-    push_set(&push.base, "notif_token", PROTOBUF_C_TYPE_STRING, (char *)dev->push_token, 0);
-    push_set(&push.base, "notif_action", PROTOBUF_C_TYPE_INT32, NULL, (uint64_t)dev->notif_action);
-    push_set(&push.base, "msisdn", PROTOBUF_C_TYPE_STRING, (char *)sub->msisdn, 0);
-    push_set(&push.base, "changed_unix_ms", PROTOBUF_C_TYPE_UINT64, NULL, ent_wall_ms());
-    req.body_case = ENTITLE__V1__REQUEST__BODY_PUSH;
-    req.push = &push;
-    struct push_call *c = malloc(sizeof(*c));
-    if (!c) {
-        ent_counter_inc(&pushes, "ENOMEM");
-        return 0;
-    }
-    c->p = p;
-    ent_err rc = ent_bus_call(&p->notifyd, &req, p->cfg->upstream_timeout, NULL, on_push_reply, c);
-    if (rc != ENT_OK) {
-        free(c);
-        ent_counter_inc(&pushes, ent_err_name(rc));
-        ENT_LOG_WARN(NULL, "policyd.push_failed", ENT_KV_STR("subscriber", ent_mask_id(sub->imsi)),
-                     ENT_KV_STR("reason", ent_err_name(rc)));
-        return 0;
-    }
-    p->pushes_inflight++;
-    return 1;
+    push.notif_token = (char *)dev->push_token;
+    push.notif_action = dev->notif_action;
+    push.msisdn = (char *)sub->msisdn;
+    push.changed_unix_ms = ent_wall_ms(); /* the change time, kept across resends */
+    ent_err rc = pd_relay_enqueue(&p->relay, &push);
+    ent_counter_inc(&pushes, rc == ENT_OK ? "queued" : ent_err_name(rc));
+    if (rc != ENT_OK)
+        ENT_LOG_ERROR(NULL, "policyd.push_not_queued",
+                      ENT_KV_STR("subscriber", ent_mask_id(sub->imsi)),
+                      ENT_KV_STR("reason", ent_err_name(rc)));
+    return rc;
 }
 
-size_t pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
-                          const struct pd_snapshot *before, const struct pd_snapshot *now)
+ent_err pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
+                           const struct pd_snapshot *before, const struct pd_snapshot *now,
+                           size_t *queued)
 {
     char *apps[PD_SVC_COUNT];
     size_t n_apps = 0;
@@ -192,23 +141,28 @@ size_t pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
             apps[n_apps++] = (char *)app;
     }
     if (n_apps == 0)
-        return 0;
+        return ENT_OK;
     struct pd_device *devs = calloc(16, sizeof(*devs));
-    size_t n = 0, sent = 0;
+    size_t n = 0;
     if (!devs)
-        return 0;
-    if (pd_devices_of(p->store, after->imsi, devs, 16, &n) == ENT_OK) {
-        for (size_t i = 0; i < n; i++)
-            if (devs[i].push_token[0])
-                sent += push_device(p, after, &devs[i], apps, n_apps);
+        return ENT_ENOMEM;
+    ent_err rc = pd_devices_of(p->store, after->imsi, devs, 16, &n);
+    if (rc == ENT_ENOTFOUND)
+        rc = ENT_OK;
+    for (size_t i = 0; rc == ENT_OK && i < n; i++) {
+        if (!devs[i].push_token[0])
+            continue;
+        rc = push_device(p, after, &devs[i], apps, n_apps);
+        if (rc == ENT_OK && queued)
+            (*queued)++;
     }
     free(devs);
-    return sent;
+    return rc;
 }
 
-size_t pd_push_policy_change(struct policyd *p, const struct pd_policy *old)
+ent_err pd_push_policy_change(struct policyd *p, const struct pd_policy *old, size_t *queued)
 {
-    size_t sent = 0;
+    ent_err first = ENT_OK;
     char *after = NULL;
     char last_imsi[16] = "";
     for (;;) {
@@ -218,7 +172,7 @@ size_t pd_push_policy_change(struct policyd *p, const struct pd_policy *old)
         after = NULL;
         if (rc != ENT_OK) {
             ENT_LOG_WARN(NULL, "policyd.push_scan_failed", ENT_KV_STR("reason", ent_err_name(rc)));
-            break;
+            return first != ENT_OK ? first : rc;
         }
         for (size_t i = 0; i < page.n; i++) {
             /* Keys are "<imsi>/<terminal>": one subscriber's devices are adjacent. */
@@ -234,11 +188,16 @@ size_t pd_push_policy_change(struct policyd *p, const struct pd_policy *old)
             if (pd_subscriber_get(p->store, last_imsi, &sub) != ENT_OK)
                 continue;
             struct pd_snapshot *two = malloc(2 * sizeof(*two));
-            if (!two)
+            if (!two) {
+                first = first != ENT_OK ? first : ENT_ENOMEM;
                 continue;
+            }
             pd_snapshot_take(p, old, &sub, &two[0]);
             pd_snapshot_take(p, &p->policy, &sub, &two[1]);
-            sent += pd_push_if_changed(p, &sub, &two[0], &two[1]);
+            /* Keep going after a failure: every other device still gets its intent. */
+            rc = pd_push_if_changed(p, &sub, &two[0], &two[1], queued);
+            if (rc != ENT_OK && first == ENT_OK)
+                first = rc;
             free(two);
         }
         if (page.next_after)
@@ -247,5 +206,5 @@ size_t pd_push_policy_change(struct policyd *p, const struct pd_policy *old)
         if (!after)
             break;
     }
-    return sent;
+    return first;
 }

@@ -35,16 +35,21 @@ struct pd_snapshot {
 void pd_snapshot_take(struct policyd *p, const struct pd_policy *pol,
                       const struct pd_subscriber *sub, struct pd_snapshot *out);
 
-/* Compares two snapshots of one subscriber; if an AppID's answer changed, sends a
- * PushRequest to notifyd for each of the subscriber's devices with a push token. Returns
- * the number of push requests sent. */
-size_t pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
-                          const struct pd_snapshot *before, const struct pd_snapshot *now);
+/* Compares two snapshots of one subscriber; if an AppID's answer changed, writes a push
+ * intent into the relay queue (relay.h) for each of the subscriber's devices with a push
+ * token. ENT_OK once every intent is durable (or none was due, or no notifyd is
+ * configured); *queued (may be NULL) grows by the intents written. Otherwise the first
+ * error (ENT_EUNAVAIL/ENT_ESTORE from the queue or the devices read, ENT_ENOMEM): the
+ * caller must not report the change as fully done. */
+ent_err pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
+                           const struct pd_snapshot *before, const struct pd_snapshot *now,
+                           size_t *queued);
 
 /* After a plan/rule/rollout change: walks the devices collection (only subscribers with a
- * push registration can be pushed) and pushes those whose answer changed between `old` and
- * p->policy. Returns the number of push requests sent. */
-size_t pd_push_policy_change(struct policyd *p, const struct pd_policy *old);
+ * push registration can be pushed) and queues intents for those whose answer changed
+ * between `old` and p->policy. Keeps going past a failed device; returns the first error
+ * (as pd_push_if_changed()) or ENT_OK. */
+ent_err pd_push_policy_change(struct policyd *p, const struct pd_policy *old, size_t *queued);
 
 /* ---- authd (upstream.c) ------------------------------------------------------------- */
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* policyd's configuration keys, the core's life cycle (publisher, authd and notifyd
- * clients, admin listener), the cached policy snapshot, and the daemon glue that plugs the
- * core into the shared skeleton (ent_daemon_main). Tests drive the same core through
- * policyd_core_start()/policyd_core_close() without the skeleton. */
+ * clients, push queue and relay, admin listener), the cached policy snapshot, and the
+ * daemon glue that plugs the core into the shared skeleton (ent_daemon_main). Tests drive
+ * the same core through policyd_core_start()/policyd_core_close() without the skeleton. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +48,28 @@ static const struct ent_cfg_key pd_keys[] = {
                 "from the HSS/UDM)"),
     ENT_CFG_KEY("import", "concurrency", ENT_CFG_INT, struct policyd_cfg, import_concurrency, "64",
                 1, 4096, "authd calls in flight per import"),
+    ENT_CFG_KEY("push", "queue_path", ENT_CFG_STR, struct policyd_cfg, push_queue_path, NULL, 0, 0,
+                "sqlite: file of the durable push queue (unset: store.path + \".policyd-push\")"),
+    ENT_CFG_KEY("push", "queue_database", ENT_CFG_STR, struct policyd_cfg, push_queue_database,
+                NULL, 0, 0,
+                "mongo: database of the durable push queue (unset: store.database + "
+                "\"_policyd_push\")"),
+    ENT_CFG_KEY("push", "lease", ENT_CFG_DURATION, struct policyd_cfg, push_lease, "30s", 100,
+                3600000,
+                "a claimed push intent is another replica's to resend after this long (at least "
+                "2 x upstream.timeout)"),
+    ENT_CFG_KEY("push", "backoff_min", ENT_CFG_DURATION, struct policyd_cfg, push_backoff_min,
+                "500ms", 1, 3600000, "delay before the first resend of a failed handoff"),
+    ENT_CFG_KEY("push", "backoff_max", ENT_CFG_DURATION, struct policyd_cfg, push_backoff_max,
+                "60s", 1, 86400000, "cap of the doubling resend delay (jittered)"),
+    ENT_CFG_KEY("push", "poll_interval", ENT_CFG_DURATION, struct policyd_cfg, push_poll_interval,
+                "1s", 10, 60000,
+                "how often the relay looks for due intents (retries, other replicas' expired "
+                "leases)"),
+    ENT_CFG_KEY("push", "batch", ENT_CFG_INT, struct policyd_cfg, push_batch, "64", 1, 1000,
+                "push intents claimed at once"),
+    ENT_CFG_KEY("push", "max_inflight", ENT_CFG_INT, struct policyd_cfg, push_max_inflight, "64", 1,
+                65536, "push handoffs to notifyd in flight (at most upstream.max_inflight)"),
 };
 
 /* ---- policy snapshot ------------------------------------------------------------------- */
@@ -120,6 +142,94 @@ static ent_err start_client(struct policyd *p, struct ent_bus_client *c, bool *o
         return rc;
     c->data = p;
     *on = true;
+    p->closing++;
+    return ENT_OK;
+}
+
+static void on_relay_closed(struct pd_relay *r)
+{
+    struct policyd *p = r->data;
+    ent_store_close(p->push_queue);
+    p->push_queue = NULL;
+    pd_core_handle_closed(p);
+}
+
+/* Opens the push queue's own store: the same backend as the main store, another file or
+ * database (relay.h says why), so the queue survives restarts exactly as the store does. */
+static ent_err open_push_queue(struct policyd *p)
+{
+    const struct policyd_cfg *cfg = p->cfg;
+    const struct ent_daemon_cfg *dc = &cfg->common;
+    const char *backend = dc->store_backend && dc->store_backend[0] ? dc->store_backend : "sqlite";
+    struct ent_store_cfg sc = {.backend = backend, .busy_timeout_ms = dc->store_busy_timeout};
+    char name[1024] = "";
+    int n;
+    if (strcmp(backend, "mongo") == 0) {
+        if (cfg->push_queue_database && cfg->push_queue_database[0])
+            n = snprintf(name, sizeof(name), "%s", cfg->push_queue_database);
+        else
+            n = snprintf(name, sizeof(name), "%s_policyd_push",
+                         dc->store_database && dc->store_database[0] ? dc->store_database
+                                                                     : "entitle");
+        sc.uri = dc->store_uri;
+        sc.database = name;
+    } else {
+        if (cfg->push_queue_path && cfg->push_queue_path[0])
+            n = snprintf(name, sizeof(name), "%s", cfg->push_queue_path);
+        else if (dc->store_path && dc->store_path[0])
+            n = snprintf(name, sizeof(name), "%s.policyd-push", dc->store_path);
+        else
+            n = 0;
+        sc.path = name;
+    }
+    if (n <= 0 || (size_t)n >= sizeof(name)) {
+        ENT_LOG_ERROR(
+            NULL, "policyd.push_queue_open_failed",
+            ENT_KV_STR("reason", "push.queue_path/push.queue_database unset or too long"));
+        return ENT_ECONFIG;
+    }
+    char err[256] = "";
+    ent_err rc = ent_store_open(&p->push_queue, &sc, err, sizeof(err));
+    if (rc != ENT_OK) {
+        ENT_LOG_ERROR(NULL, "policyd.push_queue_open_failed", ENT_KV_STR("backend", backend),
+                      ENT_KV_STR("queue", name), ENT_KV_STR("reason", err));
+        return rc;
+    }
+    ENT_LOG_INFO(NULL, "policyd.push_queue_open", ENT_KV_STR("backend", backend),
+                 ENT_KV_STR("queue", name));
+    return ENT_OK;
+}
+
+/* The durable push queue and its relay, when pushes can go anywhere (notifyd configured). */
+static ent_err start_push(struct policyd *p)
+{
+    const struct policyd_cfg *cfg = p->cfg;
+    if (!p->notifyd_on)
+        return ENT_OK;
+    ent_err rc = open_push_queue(p);
+    if (rc != ENT_OK)
+        return rc;
+    size_t inflight = (size_t)cfg->push_max_inflight;
+    if (cfg->upstream_max_inflight > 0 && inflight > (size_t)cfg->upstream_max_inflight)
+        inflight = (size_t)cfg->upstream_max_inflight;
+    struct pd_relay_cfg rc_cfg = {
+        .owner = p->daemon ? p->daemon->instance : NULL,
+        .call_timeout_ms = cfg->upstream_timeout,
+        .lease_ms = cfg->push_lease,
+        .backoff_min_ms = cfg->push_backoff_min,
+        .backoff_max_ms = cfg->push_backoff_max,
+        .poll_ms = cfg->push_poll_interval,
+        .batch = cfg->push_batch > 0 ? (size_t)cfg->push_batch : 0,
+        .max_inflight = inflight,
+    };
+    p->relay.data = p;
+    rc = pd_relay_init(&p->relay, p->loop, p->push_queue, &p->notifyd, &rc_cfg);
+    if (rc != ENT_OK) {
+        ent_store_close(p->push_queue);
+        p->push_queue = NULL;
+        return rc;
+    }
+    p->relay_on = true;
     p->closing++;
     return ENT_OK;
 }
@@ -206,6 +316,8 @@ ent_err policyd_core_start(struct policyd *p, uv_loop_t *loop, struct ent_store 
     if (rc == ENT_OK)
         rc = start_client(p, &p->notifyd, &p->notifyd_on, &cfg->upstream_notifyd, tls);
     if (rc == ENT_OK)
+        rc = start_push(p);
+    if (rc == ENT_OK)
         rc = start_admin(p);
     if (rc != ENT_OK)
         ENT_LOG_ERROR(NULL, "policyd.start_failed", ENT_KV_STR("reason", ent_err_name(rc)));
@@ -216,11 +328,13 @@ void policyd_core_drain(struct policyd *p)
 {
     if (p->admin_on)
         ent_http_server_stop_accepting(&p->admin);
+    if (p->relay_on)
+        pd_relay_drain(&p->relay);
 }
 
 size_t policyd_core_inflight(const struct policyd *p)
 {
-    size_t n = p->pushes_inflight + pd_import_inflight(p);
+    size_t n = (p->relay_on ? pd_relay_inflight(&p->relay) : 0) + pd_import_inflight(p);
     for (const struct pd_pending *pe = p->pending; pe; pe = *(struct pd_pending *const *)pe)
         n++;
     if (p->admin_on)
@@ -241,6 +355,11 @@ void policyd_core_close(struct policyd *p, void (*closed_cb)(struct policyd *p))
     if (p->authd_on) {
         p->authd_on = false;
         ent_bus_client_close(&p->authd, on_client_closed);
+    }
+    if (p->relay_on) {
+        /* Before the notifyd client: closing the client completes the relay's calls. */
+        p->relay_on = false;
+        pd_relay_close(&p->relay, on_relay_closed);
     }
     if (p->notifyd_on) {
         p->notifyd_on = false;

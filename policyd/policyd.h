@@ -10,13 +10,14 @@
  *                 the two steps with rules of their own
  *   admin.[ch]    the provisioning REST API (TLS listener, bearer scopes, ETag/If-Match);
  *                 import.c its NDJSON bulk import
- *   events.[ch]   change events (NNG PUB) and push requests to notifyd
+ *   events.[ch]   change events (NNG PUB) and the push intents a change implies
+ *   relay.[ch]    the durable push queue and the relay that hands it to notifyd
  *   upstream.c    calls to authd (credentials, token revocation)
  *   rpc.c         the bus RPCs policyd serves (Evaluate, DeviceRegister)
  *
  * Threads: everything runs on the one loop thread; store calls block that thread briefly
  * (SQLite on local disk), which keeps every change a simple sequence: validate, commit,
- * publish, push. */
+ * publish, queue the push intents, answer. */
 #ifndef ENTITLE_POLICYD_H
 #define ENTITLE_POLICYD_H
 
@@ -24,6 +25,7 @@
 
 #include "ent/daemon.h"
 #include "model.h"
+#include "relay.h"
 
 struct policyd_cfg {
     struct ent_daemon_cfg common; /* must stay first: the common keys' offsets point here */
@@ -43,6 +45,15 @@ struct policyd_cfg {
     char *websheet_url;
     bool credentials_required;
     int64_t import_concurrency;
+    char *push_queue_path;     /* sqlite: the push queue's file (NULL: store.path + suffix) */
+    char *push_queue_database; /* mongo: the push queue's database (NULL: store.database +
+                                  suffix) */
+    uint64_t push_lease;
+    uint64_t push_backoff_min;
+    uint64_t push_backoff_max;
+    uint64_t push_poll_interval;
+    int64_t push_batch;
+    int64_t push_max_inflight;
 };
 
 /* One bearer token of the admin API (admin.tokens_file). */
@@ -75,11 +86,14 @@ struct policyd {
     bool authd_on;
     struct ent_bus_client notifyd;
     bool notifyd_on;
+    struct ent_store *push_queue; /* the relay's own store (relay.h), owned by the core */
+    struct pd_relay relay;        /* hands queued push intents to notifyd */
+    bool relay_on;
 
     struct pd_pending *pending; /* admin requests waiting for authd */
     struct pd_import *imports;  /* imports in progress */
-    size_t pushes_inflight;
-    unsigned closing; /* handles open or closing whose close callback has not run yet */
+    /* Handles open or closing whose close callback has not run yet. */
+    unsigned closing;
     bool close_requested;
     void (*closed_cb)(struct policyd *p);
     void *data; /* free for the owner (tests) */
@@ -88,17 +102,18 @@ struct policyd {
 extern const struct ent_daemon_ops policyd_daemon;
 
 /* Loop thread. Starts the core on `loop` over `store` with `cfg` (both must outlive the
- * core): change-event publisher, authd and notifyd clients, and the admin listener when
- * cfg->admin_listen is set (TLS from admin.tls_cert/tls_key unless cfg->admin_tls is
- * false). On error everything started is closed again synchronously where possible and the
- * error is logged; the caller then runs the loop until it has no handles.
- * Errors: ENT_ECONFIG (TLS or tokens files), ENT_EUNAVAIL (port in use), ENT_ENOMEM,
- * ENT_EIO. */
+ * core): change-event publisher, authd and notifyd clients, the push queue and its relay
+ * when notifyd is configured (the queue store is opened from the push.* and store.* keys;
+ * ENT_ECONFIG when neither push.queue_path nor store.path names a file), and the admin
+ * listener when cfg->admin_listen is set (TLS from admin.tls_cert/tls_key unless
+ * cfg->admin_tls is false). On error everything started is closed again synchronously where
+ * possible and the error is logged; the caller then runs the loop until it has no handles. Errors:
+ * ENT_ECONFIG (TLS or tokens files), ENT_EUNAVAIL (port in use), ENT_ENOMEM, ENT_EIO. */
 ent_err policyd_core_start(struct policyd *p, uv_loop_t *loop, struct ent_store *store,
                            const struct policyd_cfg *cfg);
 /* Loop thread. Stops accepting admin connections (drain). */
 void policyd_core_drain(struct policyd *p);
-/* Loop thread. Admin requests, imports and pushes still in flight. */
+/* Loop thread. Admin requests, imports and push handoffs still in flight. */
 size_t policyd_core_inflight(const struct policyd *p);
 /* Loop thread. Closes every handle; closed_cb (may be NULL) runs once all are closed, after
  * which p may be freed. Safe after a failed start. */

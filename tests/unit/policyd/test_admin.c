@@ -24,7 +24,7 @@
 #define RTOKEN "read-token-0123456789abcdef"
 
 struct env {
-    char dir[64], db[128], tokens[128];
+    char dir[64], db[128], push_db[128], tokens[128];
     uv_loop_t loop;
     struct ent_store *store;
     struct policyd_cfg cfg;
@@ -141,6 +141,7 @@ static int setup(void **state)
     snprintf(E.dir, sizeof(E.dir), "/tmp/pd-admin-XXXXXX");
     assert_non_null(mkdtemp(E.dir));
     snprintf(E.db, sizeof(E.db), "%s/e.db", E.dir);
+    snprintf(E.push_db, sizeof(E.push_db), "%s/push.db", E.dir);
     snprintf(E.tokens, sizeof(E.tokens), "%s/tokens", E.dir);
     FILE *f = fopen(E.tokens, "w");
     fprintf(f, "# test tokens\n%s write\n%s read\n", WTOKEN, RTOKEN);
@@ -174,6 +175,7 @@ static int setup(void **state)
         .websheet_url = "https://127.0.0.1:8443/websheet/vowifi",
         .credentials_required = true,
         .import_concurrency = 64,
+        .push_queue_path = E.push_db,
     };
     assert_int_equal(policyd_core_start(&E.pd, &E.loop, E.store, &E.cfg), ENT_OK);
     const char *addrs[] = {E.ev_url};
