@@ -32,15 +32,15 @@
  *                             └──────────────────▶ sq_batch_run([A])
  *   sq_write(B) ──append──▶ [B]                      BEGIN IMMEDIATE
  *   sq_write(C) ──append──▶ [B C]  (B, C wait         A   (alone: no savepoint needed)
- *                                   on op->cv)        COMMIT ── fsync ──┐
+ *                                   on op->sem)       COMMIT ── fsync ──┐
  *                                                                       │
- *   A returns ◀── done, rc ◀── leading = false, signal B (queue head) ◀─┘
+ *   A returns ◀── rc ◀── B is the head: B = LEAD, post B (leading stays) ◀┘
  *   B's caller leads:  sq_batch_run([B C])
  *                        BEGIN IMMEDIATE
  *                        SAVEPOINT op; B; RELEASE op                    (B ok)
  *                        SAVEPOINT op; C; ROLLBACK TO op; RELEASE op    (C: ECONFLICT)
- *                        COMMIT ── one fsync for both ──▶ B gets OK; C is signalled and
- *                                                         gets ECONFLICT
+ *                        COMMIT ── one fsync for both ──▶ B gets OK; C = SETTLED, post C:
+ *                                                         C gets ECONFLICT
  *
  *   step                                  function
  *   queue an op, wait, maybe lead         sq_write()
@@ -78,17 +78,24 @@
  *   5. At most one leader at a time (`leading`, under wmu): `w` and its statement cache are
  *      used only by the leader, `r` and its cache only under rmu. SQLite connections must not
  *      run statements from two threads at once (they are opened NOMUTEX).
- *   6. A queued op lives on its caller's stack: the leader writes its results, then sets
- *      `done` and signals op->cv under wmu and never touches it again; the caller reads
- *      them under wmu. Whenever `leading` drops while ops are queued, the caller of the
- *      head op is signalled, so no queued op waits for a wake-up that never comes.
+ *   6. A queued op lives on its caller's stack, and its semaphore is posted exactly once:
+ *      SETTLED (the leader wrote its results, then the state, then posts and never touches
+ *      it again) or LEAD (the leader hands the lead to the queue's head; `leading` stays
+ *      set, so no other leader can settle that op meanwhile). The caller reads the state
+ *      after its wait without taking wmu, so a finished batch wakes its callers without
+ *      making them queue for a mutex. A leader leads until its own op settled, then hands
+ *      the lead to the head if ops are queued, so no queued op waits for a wake-up that
+ *      never comes.
  *   7. A document whose expires_at_ms is set and <= now is invisible to every op; insert and
  *      put replace it as if absent.
  *   8. Migrations are append-only: each runs once, in its own transaction, and is recorded
  *      in schema_version in that same transaction, so a crash or a second process opening
  *      the file at the same time never applies one twice. */
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,15 +279,23 @@ struct sq_conn {
     sqlite3_stmt *stmts[ST_COUNT_];
 };
 
+enum sq_op_state {
+    SQ_OP_QUEUED,  /* waiting in the queue or in a running batch */
+    SQ_OP_LEAD,    /* handed the lead (with `leading` still set) by the previous leader */
+    SQ_OP_SETTLED, /* rc (and the op's outputs) are final */
+};
+
 /* One queued write (invariant 6). run() executes the op on the writer inside the batch's
  * transaction and returns its result; it writes its outputs into the struct that embeds the
- * sq_op, which its caller copies out on ENT_OK. */
+ * sq_op, which its caller copies out on ENT_OK. The caller destroys sem as soon as its wait
+ * returned, which POSIX allows and glibc's sem_post honours (after the increment that
+ * releases the waiter it only passes the address to futex_wake, reading nothing). */
 struct sq_op {
     ent_err (*run)(struct sq_conn *w, struct sq_op *op);
     struct sq_op *next;
     ent_err rc;
-    bool done;
-    pthread_cond_t cv; /* its caller waits here, under wmu */
+    atomic_int state; /* enum sq_op_state; written before the one post of sem */
+    sem_t sem;        /* its caller waits here; posted exactly once (invariant 6) */
 };
 
 struct sq_store {
@@ -509,20 +524,29 @@ static size_t sq_batch_run(struct sq_conn *w, struct sq_op *const *ops, size_t n
     return n;
 }
 
-/* Any thread. Queues op, waits until a batch holding it has committed (or failed), leading a
- * batch whenever no other caller does. Returns the op's result; its outputs are valid only
- * on ENT_OK. op lives on the caller's stack until this returns.
+/* Posts op's semaphore once, after its state (invariant 6). */
+static void sq_op_post(struct sq_op *op, enum sq_op_state st)
+{
+    atomic_store_explicit(&op->state, (int)st, memory_order_release);
+    sem_post(&op->sem);
+}
+
+/* Any thread. Queues op, waits until a batch holding it has committed (or failed), leading
+ * batches when no other caller does or when the lead is handed to it. Returns the op's
+ * result; its outputs are valid only on ENT_OK. op lives on the caller's stack until this
+ * returns.
  *
- * Wake-ups are per op, not a broadcast: a finished batch wakes exactly its own callers, plus
- * the caller of the oldest queued op to lead the next batch. Every time `leading` drops with
- * ops queued, the head's caller is woken, so a queued op is never stranded; a caller arriving
- * while no batch runs leads at once, and whoever was woken to lead just waits again. */
+ * Wake-ups are per op and exactly one per op: a finished batch posts each of its callers,
+ * and the leader, once its own op settled, posts the oldest queued op to lead next (or
+ * clears `leading` when nothing is queued). The posts happen after wmu is released, and a
+ * woken caller does not take wmu unless it leads: waking a whole batch costs one futex wake
+ * per caller and no contention on the mutex. */
 static ent_err sq_write(struct sq_store *q, struct sq_op *op)
 {
     op->next = NULL;
     op->rc = ENT_OK;
-    op->done = false;
-    if (pthread_cond_init(&op->cv, NULL) != 0)
+    atomic_init(&op->state, SQ_OP_QUEUED);
+    if (sem_init(&op->sem, 0, 0) != 0)
         return ENT_ENOMEM;
     pthread_mutex_lock(&q->wmu);
     if (q->tail != NULL)
@@ -530,13 +554,20 @@ static ent_err sq_write(struct sq_store *q, struct sq_op *op)
     else
         q->head = op;
     q->tail = op;
-    while (!op->done) {
-        if (q->leading) {
-            pthread_cond_wait(&op->cv, &q->wmu);
-            continue;
-        }
-        /* Lead: take the oldest ops (usually ours among them; if not, ours is in a later
-         * batch and this loop leads or waits again). */
+    if (q->leading) {
+        pthread_mutex_unlock(&q->wmu);
+        while (sem_wait(&op->sem) != 0)
+            assert(errno == EINTR); /* a signal; anything else would be our own bug */
+        if (atomic_load_explicit(&op->state, memory_order_acquire) == SQ_OP_SETTLED)
+            goto out;
+        /* SQ_OP_LEAD: `leading` is still set on our behalf. */
+        pthread_mutex_lock(&q->wmu);
+    } else {
+        q->leading = true;
+    }
+    /* Leading, wmu held: run batches until our own op settled. Ours is usually in the first
+     * one; if more than SQ_BATCH_MAX ops were ahead of it, in a later one. */
+    for (;;) {
         struct sq_op *batch[SQ_BATCH_MAX];
         size_t n = 0;
         while (n < SQ_BATCH_MAX && q->head != NULL) {
@@ -545,19 +576,11 @@ static ent_err sq_write(struct sq_store *q, struct sq_op *op)
         }
         if (q->head == NULL)
             q->tail = NULL;
-        q->leading = true;
         pthread_mutex_unlock(&q->wmu);
 
         size_t settled = sq_batch_run(&q->w, batch, n);
 
         pthread_mutex_lock(&q->wmu);
-        /* Signalled under wmu: a woken caller cannot return (and free its op) before we
-         * unlock, and we touch no op of this batch after that (invariant 6). */
-        for (size_t i = 0; i < settled; i++) {
-            batch[i]->done = true;
-            if (batch[i] != op)
-                pthread_cond_signal(&batch[i]->cv);
-        }
         /* Ops that never ran go back to the head, in their order (invariant 4). */
         for (size_t i = n; i > settled; i--) {
             struct sq_op *o = batch[i - 1];
@@ -566,14 +589,33 @@ static ent_err sq_write(struct sq_store *q, struct sq_op *op)
             if (q->tail == NULL)
                 q->tail = o;
         }
-        q->leading = false;
-        if (q->head != NULL && q->head != op)
-            pthread_cond_signal(&q->head->cv);
+        bool mine = false;
+        for (size_t i = 0; i < settled; i++)
+            mine = mine || batch[i] == op;
+        struct sq_op *next_leader = NULL;
+        if (mine) {
+            /* Hand the lead over while still holding wmu, so no caller arriving now starts
+             * a batch of its own beside the one we hand over. */
+            next_leader = q->head;
+            if (next_leader == NULL)
+                q->leading = false;
+        }
+        pthread_mutex_unlock(&q->wmu);
+        /* Settled ops left the queue: no one but us touches them until their post. */
+        for (size_t i = 0; i < settled; i++)
+            if (batch[i] != op)
+                sq_op_post(batch[i], SQ_OP_SETTLED);
+        if (mine) {
+            if (next_leader != NULL)
+                sq_op_post(next_leader, SQ_OP_LEAD);
+            break;
+        }
+        pthread_mutex_lock(&q->wmu);
     }
+out:;
     ent_err rc = op->rc;
-    pthread_mutex_unlock(&q->wmu);
-    /* No one signals op->cv any more: it left the queue and its batch has ended. */
-    pthread_cond_destroy(&op->cv);
+    /* Posted once and waited for: no one touches op->sem any more. */
+    sem_destroy(&op->sem);
     return rc;
 }
 
