@@ -594,6 +594,57 @@ static void test_token_temporary_scoped(void **state)
     free(tmp);
 }
 
+/* The store key of an exchange: hex of the exchange id inside the sealed ticket. */
+static void fx_ticket_key(struct fx *f, const struct authd_result *start, char key[33])
+{
+    uint8_t pt[4096];
+    size_t n = 0;
+    assert_int_equal(ent_unseal(f->a.seal, AUTHD_PURPOSE_TICKET, start->ticket, start->ticket_len,
+                                pt, sizeof(pt), &n, NULL),
+                     ENT_OK);
+    Entitle__V1__ExchangeTicket *t = entitle__v1__exchange_ticket__unpack(NULL, n, pt);
+    assert_non_null(t);
+    assert_int_equal(t->exchange_id.len, 16);
+    ent_hex_encode(t->exchange_id.data, 16, key);
+    entitle__v1__exchange_ticket__free_unpacked(t, NULL);
+}
+
+/* Exchange ids start with the wall clock (ms, 48 bits) so their records land at the end of
+ * the store's key order; the random rest keeps ids started in the same millisecond apart. */
+static void test_exchange_ids_ordered_by_start(void **state)
+{
+    struct fx *f = *state;
+    struct authd_result s[40];
+    char keys[40][33];
+    struct ent_store_doc doc = {0};
+    uint64_t before = ent_wall_ms();
+
+    for (size_t i = 0; i < 40; i++) {
+        if (i == 20)
+            usleep(3000);           /* a later millisecond for the second half */
+        fx_start(f, ID_AKA, &s[i]); /* an id collision would fail the store insert */
+        fx_ticket_key(f, &s[i], keys[i]);
+        assert_int_equal(ent_store_get(f->store, ENT_COLL_EXCHANGES, keys[i], &doc), ENT_OK);
+        ent_store_doc_free(&doc);
+    }
+    uint64_t after = ent_wall_ms();
+    for (size_t i = 0; i < 40; i++) {
+        uint8_t id[16];
+        uint64_t ms = 0;
+        assert_int_equal(ent_hex_decode(keys[i], id, sizeof(id)), ENT_OK);
+        for (int b = 0; b < 6; b++)
+            ms = ms << 8 | id[b];
+        assert_in_range(ms, before, after);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(keys[i], keys[j]);
+    }
+    for (size_t i = 0; i < 20; i++)
+        for (size_t j = 20; j < 40; j++)
+            assert_true(strcmp(keys[i], keys[j]) < 0);
+    for (size_t i = 0; i < 40; i++)
+        authd_result_free(&s[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,6 +663,7 @@ int main(void)
         T(test_exchange_identities_refused),
         T(test_exchange_malformed_packets_fail),
         T(test_exchange_skippable_attribute_ignored),
+        T(test_exchange_ids_ordered_by_start),
         T(test_credentials_op_and_bad_input),
         T(test_credentials_bound_to_subscriber),
         T(test_credentials_kek_rotation),
