@@ -289,10 +289,14 @@ static void fail_backend(struct gw_call *c, ent_err rc, const char *worker)
 
 /* ---- documents ---------------------------------------------------------------------------- */
 
+/* Device rules (policyd step 6) make the answer depend on the terminal too; its values are
+ * length-prefixed so that no vendor/model/sw split can collide with another. */
 static void cache_key(const struct gw_call *c, char *key, size_t cap)
 {
-    size_t o = (size_t)snprintf(key, cap, "%s|%c|%d|%s|%d|", c->imsi,
-                                c->format == GW_FMT_XML ? 'x' : 'j', c->version, c->vers, c->odsa);
+    size_t o = (size_t)snprintf(key, cap, "%s|%c|%d|%s|%d|%zu:%s|%zu:%s|%zu:%s|", c->imsi,
+                                c->format == GW_FMT_XML ? 'x' : 'j', c->version, c->vers, c->odsa,
+                                strlen(c->vendor), c->vendor, strlen(c->model), c->model,
+                                strlen(c->sw), c->sw);
     for (size_t i = 0; i < c->n_apps && o < cap; i++)
         o += (size_t)snprintf(key + o, cap - o, "%s,", c->apps[i]);
 }

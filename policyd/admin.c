@@ -3,13 +3,15 @@
  * docs/admin-api.yaml for the shapes). Subscriber changes follow one sequence: read the
  * current document, check If-Match, validate, take the "before" decisions, write with a
  * compare-and-set on the version, publish the change event, push devices whose answer
- * changed, answer. Plans, roaming rules and rollouts share one generic handler set (struct
- * kind) and bump the policy generation instead of subscriber versions (events.h).
+ * changed, answer. Plans, roaming rules, rollouts and device rules share one generic
+ * handler set (struct kind) and bump the policy generation instead of subscriber versions
+ * (events.h).
  * Subscriber creation writes credentials to authd first and the subscriber only after authd
  * acknowledged them, so a failure leaves nothing behind. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 
@@ -873,6 +875,23 @@ static void subscriber_explain(struct call *c)
                                "must be MCC+MNC, 5 or 6 digits");
         return;
     }
+    /* The terminal to explain for (optional): device rules (step 6) match on it. */
+    static const char *const tnames[] = {"terminal_vendor", "terminal_model",
+                                         "terminal_sw_version"};
+    char tval[3][PD_ID_MAX + 2];
+    for (size_t t = 0; t < 3; t++) {
+        tval[t][0] = '\0';
+        query_get(c->r, tnames[t], 0, tval[t], sizeof(tval[t]));
+        bool ok = strlen(tval[t]) <= PD_ID_MAX;
+        for (const char *ch = tval[t]; ok && *ch; ch++)
+            ok = (unsigned char)*ch >= 0x20 && (unsigned char)*ch != 0x7f;
+        if (!ok) {
+            pd_admin_respond_error(p, c->id, c->route, c->method, 422, "validation", tnames[t],
+                                   "at most 64 printable characters");
+            return;
+        }
+    }
+    const struct pd_terminal term = {tval[0], tval[1], tval[2]};
     ent_err rc = policyd_policy_refresh(p);
     if (rc != ENT_OK) {
         respond_err(p, c->id, c->route, c->method, rc, "policy");
@@ -885,7 +904,7 @@ static void subscriber_explain(struct call *c)
         struct pd_decision dec[2];
         size_t n = 0;
         const struct pd_plan *plan = NULL;
-        if (pd_evaluate_app(p, &s, app, serving, dec, &n, &plan) != ENT_OK) {
+        if (pd_evaluate_app(p, &s, app, serving, &term, dec, &n, &plan) != ENT_OK) {
             json_decref(services);
             pd_admin_respond_error(p, c->id, c->route, c->method, 422, "validation", "app",
                                    "AppID not decided by policyd (ap2003, ap2004, ap2005, "
@@ -914,12 +933,15 @@ static void subscriber_explain(struct call *c)
                                "at least one app=<AppID> is required");
         return;
     }
-    pd_admin_respond_json(p, c->id, c->route, c->method, 200,
-                          json_pack("{s:s,s:I,s:s,s:o}", "imsi", s.imsi, "subscriber_version",
-                                    (json_int_t)pd_effective_version(&s, p->policy.generation),
-                                    "serving_plmn", serving[0] ? serving : s.serving_plmn,
-                                    "services", services),
-                          0);
+    json_t *body =
+        json_pack("{s:s,s:I,s:s,s:o}", "imsi", s.imsi, "subscriber_version",
+                  (json_int_t)pd_effective_version(&s, p->policy.generation), "serving_plmn",
+                  serving[0] ? serving : s.serving_plmn, "services", services);
+    if (body && (tval[0][0] || tval[1][0] || tval[2][0]))
+        json_object_set_new(
+            body, "terminal",
+            json_pack("{s:s,s:s,s:s}", "vendor", tval[0], "model", tval[1], "sw_version", tval[2]));
+    pd_admin_respond_json(p, c->id, c->route, c->method, 200, body, 0);
 }
 
 static void subscriber_devices(struct call *c)
@@ -943,7 +965,7 @@ static void subscriber_devices(struct call *c)
                           0);
 }
 
-/* ---- plans, roaming rules, rollouts: one generic CRUD -------------------------------- */
+/* ---- plans, roaming rules, rollouts, device rules: one generic CRUD ------------------ */
 
 struct kind {
     const char *name;
@@ -958,6 +980,8 @@ struct kind {
     uint64_t (*version)(const void *);
     /* Extra checks against the other entities (unique match, plan in use); NULL: none. */
     bool (*check)(struct policyd *, const void *x, bool deleting, struct pd_verr *);
+    /* Deletes by API key under compare-and-set; NULL: the key is the store key in coll. */
+    ent_err (*del)(struct ent_store *, const char *key, uint64_t version);
 };
 
 #define KIND_FNS(T, pfx, idfield)                                                                  \
@@ -993,6 +1017,7 @@ struct kind {
 KIND_FNS(struct pd_plan, plan, id)
 KIND_FNS(struct pd_rule, rule, name)
 KIND_FNS(struct pd_rollout, rollout, id)
+KIND_FNS(struct pd_device_rule, device_rule, name)
 
 static bool plan_check(struct policyd *p, const void *x, bool deleting, struct pd_verr *e)
 {
@@ -1030,10 +1055,32 @@ static bool rule_check(struct policyd *p, const void *x, bool deleting, struct p
     return true;
 }
 
+/* One device rule per match (vendor and model compared as the matching does, ignoring case),
+ * so that precedence never has to pick between two rules saying the same thing. */
+static bool device_rule_check(struct policyd *p, const void *x, bool deleting, struct pd_verr *e)
+{
+    const struct pd_device_rule *r = x;
+    if (deleting)
+        return true;
+    for (size_t i = 0; i < p->policy.n_device_rules; i++) {
+        const struct pd_device_rule *o = &p->policy.device_rules[i];
+        if (strcmp(o->name, r->name) != 0 && strcasecmp(o->vendor, r->vendor) == 0 &&
+            strcasecmp(o->model, r->model) == 0 && strcmp(o->sw_min, r->sw_min) == 0 &&
+            strcmp(o->sw_max, r->sw_max) == 0) {
+            *e = (struct pd_verr){.status = 409};
+            snprintf(e->field, sizeof(e->field), "match");
+            snprintf(e->reason, sizeof(e->reason), "device rule %s already has this match",
+                     o->name);
+            return false;
+        }
+    }
+    return true;
+}
+
 static const struct kind kind_plans = {"plan",  ENT_COLL_PLANS, sizeof(struct pd_plan),
                                        plan_fj, plan_tj,        plan_g,
                                        plan_p,  plan_d,         plan_k,
-                                       plan_v,  plan_check};
+                                       plan_v,  plan_check,     NULL};
 static const struct kind kind_rules = {"roaming rule",
                                        ENT_COLL_ROAMING_RULES,
                                        sizeof(struct pd_rule),
@@ -1044,7 +1091,8 @@ static const struct kind kind_rules = {"roaming rule",
                                        rule_d,
                                        rule_k,
                                        rule_v,
-                                       rule_check};
+                                       rule_check,
+                                       NULL};
 static const struct kind kind_rollouts = {"rollout",
                                           ENT_COLL_ROLLOUTS,
                                           sizeof(struct pd_rollout),
@@ -1055,7 +1103,108 @@ static const struct kind kind_rollouts = {"rollout",
                                           rollout_d,
                                           rollout_k,
                                           rollout_v,
+                                          NULL,
                                           NULL};
+static const struct kind kind_device_rules = {
+    "device rule",  ENT_COLL_ROAMING_RULES, sizeof(struct pd_device_rule),
+    device_rule_fj, device_rule_tj,         device_rule_g,
+    device_rule_p,  device_rule_d,          device_rule_k,
+    device_rule_v,  device_rule_check,      pd_device_rule_delete};
+
+/* The entity's key field in request bodies. */
+static const char *kind_idkey(const struct kind *k)
+{
+    return k == &kind_rules || k == &kind_device_rules ? "name" : "id";
+}
+
+static bool device_rule_same(const struct pd_device_rule *a, const struct pd_device_rule *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->version == b->version &&
+           strcmp(a->vendor, b->vendor) == 0 && strcmp(a->model, b->model) == 0 &&
+           strcmp(a->sw_min, b->sw_min) == 0 && strcmp(a->sw_max, b->sw_max) == 0 &&
+           memcmp(a->services, b->services, sizeof(a->services)) == 0 &&
+           strcmp(a->message, b->message) == 0;
+}
+
+static bool device_rules_same(const struct pd_policy *a, const struct pd_policy *b)
+{
+    if (a->n_device_rules != b->n_device_rules)
+        return false;
+    for (size_t i = 0; i < a->n_device_rules; i++)
+        if (!device_rule_same(&a->device_rules[i], &b->device_rules[i]))
+            return false;
+    return true;
+}
+
+/* Both snapshots of one subscriber as seen by one terminal. */
+static void device_snapshots(struct policyd *p, const struct pd_policy *old,
+                             const struct pd_subscriber *sub, const struct pd_device *dev,
+                             struct pd_snapshot two[2])
+{
+    for (int k = 0; k < 2; k++) {
+        struct pd_eval_ctx ctx;
+        pd_eval_ctx_init(p, k == 0 ? old : &p->policy, &ctx);
+        ctx.terminal_vendor = dev->vendor;
+        ctx.terminal_model = dev->model;
+        ctx.terminal_sw_version = dev->sw_version;
+        for (int i = 0; i < PD_SVC_COUNT; i++)
+            pd_evaluate(&ctx, sub, (enum pd_service)i, &two[k].d[i]);
+    }
+}
+
+/* After a device-rule change: pd_push_policy_change() compares answers without a terminal,
+ * which device rules never touch, so walk the registered devices with a push token here and
+ * evaluate each as its own terminal. A subscriber with at least one device whose answer
+ * changed goes through pd_push_if_changed() once (which queues an intent for each of its
+ * devices with a token: a sibling device's extra re-query is cheap, a missed one is not).
+ * Keeps going past failures; returns the first error or ENT_OK. */
+static ent_err device_rules_push(struct policyd *p, const struct pd_policy *old)
+{
+    ent_err first = ENT_OK;
+    char *after = NULL;
+    char done_imsi[16] = "";
+    struct pd_snapshot *two = malloc(2 * sizeof(*two));
+    if (!two)
+        return ENT_ENOMEM;
+    for (;;) {
+        struct ent_store_page page = {0};
+        ent_err rc = ent_store_query(p->store, ENT_COLL_DEVICES, -1, NULL, after, 500, &page);
+        free(after);
+        after = NULL;
+        if (rc != ENT_OK) {
+            ENT_LOG_WARN(NULL, "policyd.device_rule_push_scan_failed",
+                         ENT_KV_STR("reason", ent_err_name(rc)));
+            first = first != ENT_OK ? first : rc;
+            break;
+        }
+        for (size_t i = 0; i < page.n; i++) {
+            struct pd_device dev;
+            struct pd_subscriber sub;
+            if (pd_device_from_doc(&page.docs[i], &dev) != ENT_OK || !dev.push_token[0] ||
+                !dev.vendor[0] || strcmp(dev.imsi, done_imsi) == 0)
+                continue;
+            if (pd_subscriber_get(p->store, dev.imsi, &sub) != ENT_OK)
+                continue;
+            device_snapshots(p, old, &sub, &dev, two);
+            bool changed = false;
+            for (int s = 0; s < PD_SVC_COUNT; s++)
+                changed = changed || !pd_decision_same(&two[0].d[s], &two[1].d[s]);
+            if (!changed)
+                continue;
+            snprintf(done_imsi, sizeof(done_imsi), "%s", dev.imsi);
+            rc = pd_push_if_changed(p, &sub, &two[0], &two[1], NULL);
+            if (rc != ENT_OK && first == ENT_OK)
+                first = rc;
+        }
+        if (page.next_after)
+            after = strdup(page.next_after);
+        ent_store_page_free(&page);
+        if (!after)
+            break;
+    }
+    free(two);
+    return first;
+}
 
 /* After a committed plan/rule/rollout change: new generation, fresh snapshot, one
  * CHANGE_ALL event, push intents for devices whose answer changed. ENT_OK, or why an
@@ -1076,6 +1225,10 @@ static ent_err policy_changed(struct policyd *p)
     if (!have_old)
         return ENT_ENOMEM;
     rc = pd_push_policy_change(p, &old, NULL);
+    if (!device_rules_same(&old, &p->policy)) {
+        ent_err drc = device_rules_push(p, &old);
+        rc = rc != ENT_OK ? rc : drc;
+    }
     pd_policy_free(&old);
     return rc;
 }
@@ -1109,6 +1262,9 @@ static void kind_list(struct call *c, const struct kind *k)
     } else if (k == &kind_rules) {
         for (size_t i = 0; i < p->policy.n_rules; i++)
             json_array_append_new(items, pd_rule_to_json(&p->policy.rules[i]));
+    } else if (k == &kind_device_rules) {
+        for (size_t i = 0; i < p->policy.n_device_rules; i++)
+            json_array_append_new(items, pd_device_rule_to_json(&p->policy.device_rules[i]));
     } else {
         for (size_t i = 0; i < p->policy.n_rollouts; i++)
             json_array_append_new(items, pd_rollout_to_json(&p->policy.rollouts[i]));
@@ -1192,14 +1348,14 @@ static void kind_update(struct call *c, const struct kind *k, bool partial)
     memcpy(x, cur, k->size);
     if (!partial) {
         /* A PUT body may leave out the id; it is the path's. */
-        const char *idkey = k == &kind_rules ? "name" : "id";
+        const char *idkey = kind_idkey(k);
         if (!json_object_get(j, idkey))
             json_object_set_new(j, idkey, json_string(c->seg[1]));
     }
     bool ok = k->from_json(j, partial, x, &e);
     if (ok && strcmp(k->key(x), c->seg[1]) != 0) {
         e = (struct pd_verr){.status = 422};
-        snprintf(e.field, sizeof(e.field), "%s", k == &kind_rules ? "name" : "id");
+        snprintf(e.field, sizeof(e.field), "%s", kind_idkey(k));
         snprintf(e.reason, sizeof(e.reason), "must match the path");
         ok = false;
     }
@@ -1241,7 +1397,8 @@ static void kind_delete(struct call *c, const struct kind *k)
             pd_admin_respond_error(p, c->id, c->route, c->method, e.status, "in_use", e.field,
                                    e.reason);
         } else {
-            rc = ent_store_delete(p->store, k->coll, c->seg[1], k->version(cur));
+            rc = k->del ? k->del(p->store, c->seg[1], k->version(cur))
+                        : ent_store_delete(p->store, k->coll, c->seg[1], k->version(cur));
             if (rc != ENT_OK) {
                 respond_err(p, c->id, c->route, c->method, rc, k->name);
             } else {
@@ -1368,6 +1525,9 @@ static void route(struct call *c)
         return;
     } else if (c->n_seg <= 2 && strcmp(s0, "rollouts") == 0) {
         route_kind(c, &kind_rollouts, "rollouts");
+        return;
+    } else if (c->n_seg <= 2 && strcmp(s0, "device-rules") == 0) {
+        route_kind(c, &kind_device_rules, "device-rules");
         return;
     } else if (c->n_seg == 1 && strcmp(s0, "import") == 0) {
         snprintf(c->route, sizeof(c->route), "/v1/import");

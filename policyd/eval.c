@@ -94,6 +94,37 @@ static void vowifi_fields(struct pd_decision *d, const struct pd_subscriber *sub
           sub->addr_status);
 }
 
+/* 6 device: runs only on an enabled answer (eval.h). Writes exactly one trace line. */
+static void device_step(const struct pd_eval_ctx *ctx, struct pd_decision *d, enum pd_service svc)
+{
+    const char *sname = pd_service_name(svc);
+    const char *vendor = ctx->terminal_vendor ? ctx->terminal_vendor : "";
+    const char *model = ctx->terminal_model ? ctx->terminal_model : "";
+    const char *sw = ctx->terminal_sw_version ? ctx->terminal_sw_version : "";
+    if (!vendor[0]) {
+        trace(d, "6 device: no terminal_vendor given, no device rule applies");
+        return;
+    }
+    const struct pd_device_rule *any = NULL;
+    const struct pd_device_rule *r = pd_device_rule_find(ctx->policy, vendor, model, sw, svc, &any);
+    if (!r) {
+        if (any)
+            trace(d, "6 device: rule %s matches %s %s sw %s but does not name %s", any->name,
+                  vendor, model, sw, sname);
+        else
+            trace(d, "6 device: no rule matches %s %s sw %s", vendor, model, sw);
+        return;
+    }
+    if (r->services[svc] == PD_DENY) {
+        trace(d, "6 device: rule %s denies %s for %s %s sw %s -> incompatible", r->name, sname,
+              vendor, model, sw);
+        decide(d, PD_STEP_DEVICE, false, 2, r->name);
+        snprintf(d->message, sizeof(d->message), "%s", r->message);
+        return;
+    }
+    trace(d, "6 device: rule %s allows %s for %s %s sw %s", r->name, sname, vendor, model, sw);
+}
+
 void pd_evaluate(const struct pd_eval_ctx *ctx, const struct pd_subscriber *sub,
                  enum pd_service svc, struct pd_decision *out)
 {
@@ -203,9 +234,7 @@ void pd_evaluate(const struct pd_eval_ctx *ctx, const struct pd_subscriber *sub,
     decide(d, PD_STEP_PLAN, true, 1, plan->id);
 
 device:
-    /* 6 device: no terminal capability rules exist yet; the step is kept in the trace so the
-     * order reads the same everywhere. */
-    trace(d, "6 device: no capability rules");
+    device_step(ctx, d, svc);
 
 done:
     if (svc == PD_SVC_VOWIFI)

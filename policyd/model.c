@@ -536,6 +536,179 @@ json_t *pd_rule_to_json(const struct pd_rule *r)
                      (json_int_t)r->version);
 }
 
+/* ---- device capability rules ---------------------------------------------------------- */
+
+bool pd_valid_sw_version(const char *s)
+{
+    size_t parts = 0, digits = 0;
+    for (const char *c = s;; c++) {
+        if (isdigit((unsigned char)*c)) {
+            if (++digits > 9)
+                return false;
+            continue;
+        }
+        if (digits == 0 || (*c != '.' && *c != '\0'))
+            return false;
+        parts++;
+        digits = 0;
+        if (*c == '\0')
+            break;
+    }
+    return parts >= 1 && parts <= 8;
+}
+
+/* Reads the next dotted number of a version; false at the end of its numbers. */
+static bool sw_part(const char **s, unsigned long long *out)
+{
+    const char *c = *s;
+    if (!isdigit((unsigned char)*c))
+        return false;
+    unsigned long long v = 0;
+    while (isdigit((unsigned char)*c)) {
+        if (v < 1000000000ULL) /* bounds are at most 9 digits: larger compares as "larger" */
+            v = v * 10 + (unsigned long long)(*c - '0');
+        c++;
+    }
+    if (*c == '.' && isdigit((unsigned char)c[1]))
+        c++;
+    else
+        c += strlen(c); /* a suffix ("-beta") or the end: no more parts */
+    *s = c;
+    *out = v;
+    return true;
+}
+
+bool pd_sw_compare(const char *device, const char *bound, int *cmp)
+{
+    if (!device || !isdigit((unsigned char)device[0]))
+        return false;
+    const char *a = device, *b = bound;
+    for (;;) {
+        unsigned long long x = 0, y = 0;
+        bool hx = sw_part(&a, &x), hy = sw_part(&b, &y);
+        if (!hx && !hy)
+            break;
+        if (x != y) {
+            *cmp = x < y ? -1 : 1;
+            return true;
+        }
+    }
+    *cmp = 0;
+    return true;
+}
+
+/* A terminal value of a rule: printable text (valid_text), at most 64 characters. */
+static bool valid_terminal(const char *s)
+{
+    return s[0] != '\0' && valid_text(s, PD_ID_MAX);
+}
+
+/* A model: as valid_terminal, '*' only as the last character and not alone. */
+static bool valid_model(const char *s)
+{
+    if (!valid_terminal(s))
+        return false;
+    const char *star = strchr(s, '*');
+    return !star || (star[1] == '\0' && star != s);
+}
+
+static bool valid_sw_or_empty(const char *s)
+{
+    return s[0] == '\0' || pd_valid_sw_version(s);
+}
+
+/* The rule's match object: {"vendor":..., "model":..., "sw_min":..., "sw_max":...}. The
+ * whole object is replaced on PATCH, as a roaming rule's match is. */
+static bool device_match_from_json(const json_t *m, struct pd_device_rule *r, struct pd_verr *e)
+{
+    static const char *const known[] = {"vendor", "model", "sw_min", "sw_max", NULL};
+    if (!json_is_object(m))
+        return verr(e, 400, "match", "must be an object");
+    if (!check_known(m, known, e)) {
+        char f[64];
+        snprintf(f, sizeof(f), "match.%.50s", e->field);
+        snprintf(e->field, sizeof(e->field), "%s", f);
+        return false;
+    }
+    bool present = false;
+    r->vendor[0] = r->model[0] = r->sw_min[0] = r->sw_max[0] = '\0';
+    if (!get_str(m, "vendor", "match.vendor", r->vendor, sizeof(r->vendor), valid_terminal,
+                 "1-64 characters, no control characters, < \" or &", &present, e))
+        return false;
+    if (!present)
+        return verr(e, 422, "match.vendor", "required (the terminal_vendor to match)");
+    if (strchr(r->vendor, '*'))
+        return verr(e, 422, "match.vendor", "must be an exact vendor (no '*')");
+    if (!get_str(m, "model", "match.model", r->model, sizeof(r->model), valid_model,
+                 "1-64 characters, no control characters, < \" or &; '*' only at the end "
+                 "(a prefix) and not alone (leave model out to match every model)",
+                 NULL, e) ||
+        !get_str(m, "sw_min", "match.sw_min", r->sw_min, sizeof(r->sw_min), valid_sw_or_empty,
+                 "must be a dotted numeric version such as 13 or 14.2.1", NULL, e) ||
+        !get_str(m, "sw_max", "match.sw_max", r->sw_max, sizeof(r->sw_max), valid_sw_or_empty,
+                 "must be a dotted numeric version such as 13 or 14.2.1", NULL, e))
+        return false;
+    int cmp = 0;
+    if (r->sw_min[0] && r->sw_max[0] && pd_sw_compare(r->sw_max, r->sw_min, &cmp) && cmp < 0)
+        return verr(e, 422, "match.sw_max", "must not be below match.sw_min");
+    return true;
+}
+
+bool pd_device_rule_from_json(const json_t *j, bool partial, struct pd_device_rule *out,
+                              struct pd_verr *e)
+{
+    static const char *const known[] = {"name", "match", "services", "message", "version", NULL};
+    if (!json_is_object(j))
+        return verr(e, 400, "body", "must be a JSON object");
+    if (!check_known(j, known, e))
+        return false;
+    struct pd_device_rule r;
+    if (partial) {
+        r = *out;
+    } else {
+        memset(&r, 0, sizeof(r));
+        for (int i = 0; i < PD_SVC_COUNT; i++)
+            r.services[i] = PD_UNSET;
+    }
+    bool present = false;
+    char name[PD_ID_MAX + 1] = "";
+    if (!get_str(j, "name", "name", name, sizeof(name), pd_valid_id,
+                 "must be 1-64 characters of A-Z a-z 0-9 . _ -", &present, e))
+        return false;
+    if (!partial && !present)
+        return verr(e, 422, "name", "required");
+    if (partial && present && strcmp(name, r.name) != 0)
+        return verr(e, 422, "name", "cannot be changed");
+    if (present)
+        memcpy(r.name, name, sizeof(name));
+    json_t *m = json_object_get(j, "match");
+    if (!m && !partial)
+        return verr(e, 422, "match",
+                    "required: {\"vendor\":\"...\"} with optional model, sw_min, sw_max");
+    if (m && !device_match_from_json(m, &r, e))
+        return false;
+    if (!get_tri_map(j, "services", r.services, e) ||
+        !get_str(j, "message", "message", r.message, sizeof(r.message), valid_msg,
+                 "at most 256 characters, no control characters, < \" or &", NULL, e))
+        return false;
+    *out = r;
+    return true;
+}
+
+json_t *pd_device_rule_to_json(const struct pd_device_rule *r)
+{
+    json_t *m = json_pack("{s:s}", "vendor", r->vendor);
+    if (m && r->model[0])
+        json_object_set_new(m, "model", json_string(r->model));
+    if (m && r->sw_min[0])
+        json_object_set_new(m, "sw_min", json_string(r->sw_min));
+    if (m && r->sw_max[0])
+        json_object_set_new(m, "sw_max", json_string(r->sw_max));
+    return json_pack("{s:s,s:o,s:o,s:s,s:I}", "name", r->name, "match", m, "services",
+                     tri_map_to_json(r->services), "message", r->message, "version",
+                     (json_int_t)r->version);
+}
+
 /* ---- rollouts ----------------------------------------------------------------------- */
 
 bool pd_rollout_from_json(const json_t *j, bool partial, struct pd_rollout *out, struct pd_verr *e)
@@ -695,6 +868,12 @@ static bool parse_rule(const json_t *j, void *out)
     return pd_rule_from_json(j, false, out, &e);
 }
 
+static bool parse_device_rule(const json_t *j, void *out)
+{
+    struct pd_verr e;
+    return pd_device_rule_from_json(j, false, out, &e);
+}
+
 static bool parse_rollout(const json_t *j, void *out)
 {
     struct pd_verr e;
@@ -717,8 +896,12 @@ ent_err pd_plan_from_doc(const struct ent_store_doc *d, struct pd_plan *out)
     return rc;
 }
 
+static bool is_device_rule_key(const char *key);
+
 ent_err pd_rule_from_doc(const struct ent_store_doc *d, struct pd_rule *out)
 {
+    if (is_device_rule_key(d->key))
+        return ENT_EPROTO; /* a device rule sharing the collection */
     ent_err rc = doc_parse(d, parse_rule, out);
     if (rc == ENT_OK)
         out->version = d->version;
@@ -728,6 +911,24 @@ ent_err pd_rule_from_doc(const struct ent_store_doc *d, struct pd_rule *out)
 ent_err pd_rollout_from_doc(const struct ent_store_doc *d, struct pd_rollout *out)
 {
     ent_err rc = doc_parse(d, parse_rollout, out);
+    if (rc == ENT_OK)
+        out->version = d->version;
+    return rc;
+}
+
+/* Device rules live in the roaming_rules collection under "device:<name>" (model.h). */
+#define DEVICE_RULE_PREFIX "device:"
+
+static bool is_device_rule_key(const char *key)
+{
+    return key && strncmp(key, DEVICE_RULE_PREFIX, strlen(DEVICE_RULE_PREFIX)) == 0;
+}
+
+ent_err pd_device_rule_from_doc(const struct ent_store_doc *d, struct pd_device_rule *out)
+{
+    if (!is_device_rule_key(d->key))
+        return ENT_EPROTO;
+    ent_err rc = doc_parse(d, parse_device_rule, out);
     if (rc == ENT_OK)
         out->version = d->version;
     return rc;
@@ -857,6 +1058,49 @@ ent_err pd_rule_put(struct ent_store *s, struct pd_rule *x, uint64_t expected_ve
     return rc;
 }
 
+static ent_err device_rule_key(const char *name, char *key, size_t cap)
+{
+    int n = snprintf(key, cap, DEVICE_RULE_PREFIX "%s", name);
+    return n > 0 && (size_t)n < cap ? ENT_OK : ENT_EINVAL;
+}
+
+ent_err pd_device_rule_get(struct ent_store *s, const char *name, struct pd_device_rule *out)
+{
+    char key[PD_ID_MAX + 16];
+    ent_err rc = device_rule_key(name, key, sizeof(key));
+    if (rc != ENT_OK)
+        return ENT_ENOTFOUND;
+    struct ent_store_doc d = {0};
+    rc = ent_store_get(s, ENT_COLL_ROAMING_RULES, key, &d);
+    if (rc == ENT_OK)
+        rc = pd_device_rule_from_doc(&d, out);
+    ent_store_doc_free(&d);
+    return rc;
+}
+
+ent_err pd_device_rule_put(struct ent_store *s, struct pd_device_rule *x, uint64_t expected_version)
+{
+    char key[PD_ID_MAX + 16];
+    ent_err rc = device_rule_key(x->name, key, sizeof(key));
+    if (rc != ENT_OK)
+        return rc;
+    uint64_t v = 0;
+    rc = put_json(s, ENT_COLL_ROAMING_RULES, key, pd_device_rule_to_json(x), "device", NULL, NULL,
+                  expected_version, &v);
+    if (rc == ENT_OK)
+        x->version = v;
+    return rc;
+}
+
+ent_err pd_device_rule_delete(struct ent_store *s, const char *name, uint64_t expected_version)
+{
+    char key[PD_ID_MAX + 16];
+    ent_err rc = device_rule_key(name, key, sizeof(key));
+    if (rc != ENT_OK)
+        return ENT_ENOTFOUND;
+    return ent_store_delete(s, ENT_COLL_ROAMING_RULES, key, expected_version);
+}
+
 ent_err pd_rollout_get(struct ent_store *s, const char *id, struct pd_rollout *out)
 {
     struct ent_store_doc d = {0};
@@ -926,6 +1170,7 @@ void pd_policy_free(struct pd_policy *pol)
     free(pol->plans);
     free(pol->rules);
     free(pol->rollouts);
+    free(pol->device_rules);
     memset(pol, 0, sizeof(*pol));
 }
 
@@ -949,6 +1194,8 @@ ent_err pd_policy_copy(struct pd_policy *dst, const struct pd_policy *src)
     p.plans = dup_array(src->plans, src->n_plans, sizeof(*p.plans), &fail);
     p.rules = dup_array(src->rules, src->n_rules, sizeof(*p.rules), &fail);
     p.rollouts = dup_array(src->rollouts, src->n_rollouts, sizeof(*p.rollouts), &fail);
+    p.device_rules =
+        dup_array(src->device_rules, src->n_device_rules, sizeof(*p.device_rules), &fail);
     if (fail) {
         pd_policy_free(&p);
         return ENT_ENOMEM;
@@ -958,9 +1205,9 @@ ent_err pd_policy_copy(struct pd_policy *dst, const struct pd_policy *src)
 }
 
 /* Loads one whole collection through `decode` into a growing array of `size`-byte items. */
-static ent_err load_all(struct ent_store *s, enum ent_store_coll c, size_t size,
-                        ent_err (*decode)(const struct ent_store_doc *, void *), void **items,
-                        size_t *n)
+static ent_err load_all(struct ent_store *s, enum ent_store_coll c, int slot, const char *value,
+                        size_t size, ent_err (*decode)(const struct ent_store_doc *, void *),
+                        void **items, size_t *n)
 {
     char *after = NULL;
     void *arr = NULL;
@@ -968,7 +1215,7 @@ static ent_err load_all(struct ent_store *s, enum ent_store_coll c, size_t size,
     ent_err rc = ENT_OK;
     for (;;) {
         struct ent_store_page page = {0};
-        rc = ent_store_query(s, c, -1, NULL, after, ENT_STORE_PAGE_MAX, &page);
+        rc = ent_store_query(s, c, slot, value, after, ENT_STORE_PAGE_MAX, &page);
         free(after);
         after = NULL;
         if (rc != ENT_OK)
@@ -1019,23 +1266,34 @@ static ent_err dec_rollout(const struct ent_store_doc *d, void *out)
 {
     return pd_rollout_from_doc(d, out);
 }
+static ent_err dec_device_rule(const struct ent_store_doc *d, void *out)
+{
+    return pd_device_rule_from_doc(d, out);
+}
 
 ent_err pd_policy_load(struct ent_store *s, struct pd_policy *out)
 {
     struct pd_policy p = {0};
-    void *plans = NULL, *rules = NULL, *rollouts = NULL;
+    void *plans = NULL, *rules = NULL, *rollouts = NULL, *device_rules = NULL;
     ent_err rc = pd_policy_generation(s, &p.generation);
     if (rc == ENT_OK)
-        rc = load_all(s, ENT_COLL_PLANS, sizeof(struct pd_plan), dec_plan, &plans, &p.n_plans);
+        rc = load_all(s, ENT_COLL_PLANS, -1, NULL, sizeof(struct pd_plan), dec_plan, &plans,
+                      &p.n_plans);
     if (rc == ENT_OK)
-        rc = load_all(s, ENT_COLL_ROAMING_RULES, sizeof(struct pd_rule), dec_rule, &rules,
+        rc = load_all(s, ENT_COLL_ROAMING_RULES, -1, NULL, sizeof(struct pd_rule), dec_rule, &rules,
                       &p.n_rules);
     if (rc == ENT_OK)
-        rc = load_all(s, ENT_COLL_ROLLOUTS, sizeof(struct pd_rollout), dec_rollout, &rollouts,
-                      &p.n_rollouts);
+        rc = load_all(s, ENT_COLL_ROLLOUTS, -1, NULL, sizeof(struct pd_rollout), dec_rollout,
+                      &rollouts, &p.n_rollouts);
+    /* Device rules by their key prefix: keys in byte order give name order. */
+    if (rc == ENT_OK)
+        rc = load_all(s, ENT_COLL_ROAMING_RULES, -1, DEVICE_RULE_PREFIX,
+                      sizeof(struct pd_device_rule), dec_device_rule, &device_rules,
+                      &p.n_device_rules);
     p.plans = plans;
     p.rules = rules;
     p.rollouts = rollouts;
+    p.device_rules = device_rules;
     if (rc != ENT_OK) {
         pd_policy_free(&p);
         return rc;

@@ -9,8 +9,13 @@
  *   subscribers    IMSI                  MSISDN          plan       region
  *   plans          plan id               -               -          -
  *   roaming_rules  rule name             match ("plmn:20801", "mcc:208", "default")
+ *                  "device:" rule name   "device"  (device capability rules, see below)
  *   rollouts       rollout id            service         -          -
  *   devices        IMSI "/" terminal id  IMSI            -          -
+ *
+ * Device capability rules share the roaming_rules collection (the store's collections are a
+ * fixed set in common/) under keys "device:<name>": ':' is not allowed in a rule name, so
+ * the two kinds never collide, and each loader skips the other's keys.
  *
  * Plans, rules and rollouts also bump the store counter ("policy", "generation") on every
  * change: see pd_policy_generation(). Credentials (K, OP, OPc, SQN) never appear here: they
@@ -92,6 +97,23 @@ struct pd_rule {
     uint64_t version;
 };
 
+/* A device capability rule (DESIGN §2 step 6). It matches a terminal by vendor (required,
+ * case-insensitive), optionally model (case-insensitive; exact, or a prefix when it ends in
+ * '*': "SM-G99*") and optionally a software-version range (dotted numbers, both ends
+ * inclusive, "" = open). AOSP cuts terminal_vendor/_model to 4/10 characters (PROTOCOL.md
+ * §2), so a device value of exactly that length also matches a longer rule value it is the
+ * start of ("sams" matches vendor "samsung"). eval.h gives the precedence. */
+#define PD_SW_MAX 40
+struct pd_device_rule {
+    char name[PD_ID_MAX + 1];
+    char vendor[PD_ID_MAX + 1];
+    char model[PD_ID_MAX + 1];
+    char sw_min[PD_SW_MAX + 1], sw_max[PD_SW_MAX + 1];
+    int8_t services[PD_SVC_COUNT]; /* enum pd_tri: unset keeps the earlier answer */
+    char message[PD_MSG_MAX + 1];
+    uint64_t version;
+};
+
 enum pd_rollout_state { PD_RO_ACTIVE, PD_RO_PAUSED, PD_RO_ROLLED_BACK };
 const char *pd_rollout_state_name(enum pd_rollout_state s);
 
@@ -118,7 +140,7 @@ struct pd_device {
     uint64_t version;
 };
 
-/* Plans, roaming rules and rollouts as one immutable snapshot (heap arrays). */
+/* Plans, roaming rules, rollouts and device rules as one immutable snapshot (heap arrays). */
 struct pd_policy {
     struct pd_plan *plans;
     size_t n_plans;
@@ -126,12 +148,14 @@ struct pd_policy {
     size_t n_rules;
     struct pd_rollout *rollouts;
     size_t n_rollouts;
+    struct pd_device_rule *device_rules; /* in name order */
+    size_t n_device_rules;
     int64_t generation;
 };
 void pd_policy_free(struct pd_policy *pol);
 /* Deep copy (for before/after comparisons). ENT_ENOMEM. */
 ent_err pd_policy_copy(struct pd_policy *dst, const struct pd_policy *src);
-/* Loads every plan, rule and rollout; *out written on ENT_OK. Store errors. */
+/* Loads every plan, rule, rollout and device rule; *out written on ENT_OK. Store errors. */
 ent_err pd_policy_load(struct ent_store *s, struct pd_policy *out);
 /* The store's policy generation (0 when never bumped) and its atomic bump. */
 ent_err pd_policy_generation(struct ent_store *s, int64_t *gen);
@@ -159,6 +183,8 @@ bool pd_plan_from_json(const json_t *j, bool partial, struct pd_plan *out, struc
 bool pd_rule_from_json(const json_t *j, bool partial, struct pd_rule *out, struct pd_verr *err);
 bool pd_rollout_from_json(const json_t *j, bool partial, struct pd_rollout *out,
                           struct pd_verr *err);
+bool pd_device_rule_from_json(const json_t *j, bool partial, struct pd_device_rule *out,
+                              struct pd_verr *err);
 
 /* Structs -> JSON (new reference, NULL on ENOMEM), including "version". */
 json_t *pd_subscriber_to_json(const struct pd_subscriber *s);
@@ -166,11 +192,18 @@ json_t *pd_plan_to_json(const struct pd_plan *p);
 json_t *pd_rule_to_json(const struct pd_rule *r);
 json_t *pd_rollout_to_json(const struct pd_rollout *r);
 json_t *pd_device_to_json(const struct pd_device *d);
+json_t *pd_device_rule_to_json(const struct pd_device_rule *r);
 
 /* Validators shared with the API and the RPCs. */
 bool pd_valid_imsi(const char *s);
 bool pd_valid_plmn(const char *s); /* 5 or 6 digits */
 bool pd_valid_id(const char *s);   /* 1..64 of [A-Za-z0-9._-] */
+/* A software version of a device rule: 1..8 dot-separated numbers of up to 9 digits. */
+bool pd_valid_sw_version(const char *s);
+/* Compares dotted numeric versions ("14.0" < "14.2.1"; missing parts count as 0, so "14" ==
+ * "14.0"). The device side may carry a suffix after its numbers ("14.0-beta" reads as 14.0).
+ * false when `device` does not start with a number (then no range can match it). */
+bool pd_sw_compare(const char *device, const char *bound, int *cmp);
 
 /* Store mapping. get: ENT_ENOTFOUND when absent. put with expected_version 0 = insert
  * (ENT_EEXIST), otherwise compare-and-set (ENT_ECONFLICT); on ENT_OK x->version is the new
@@ -183,6 +216,11 @@ ent_err pd_rule_get(struct ent_store *s, const char *name, struct pd_rule *out);
 ent_err pd_rule_put(struct ent_store *s, struct pd_rule *x, uint64_t expected_version);
 ent_err pd_rollout_get(struct ent_store *s, const char *id, struct pd_rollout *out);
 ent_err pd_rollout_put(struct ent_store *s, struct pd_rollout *x, uint64_t expected_version);
+ent_err pd_device_rule_get(struct ent_store *s, const char *name, struct pd_device_rule *out);
+ent_err pd_device_rule_put(struct ent_store *s, struct pd_device_rule *x,
+                           uint64_t expected_version);
+/* Deletes under compare-and-set (ENT_ENOTFOUND, ENT_ECONFLICT). */
+ent_err pd_device_rule_delete(struct ent_store *s, const char *name, uint64_t expected_version);
 /* Device upsert (devices have no API writes, so no If-Match). */
 ent_err pd_device_put(struct ent_store *s, struct pd_device *x);
 /* Up to max devices of one subscriber into out[]; *n gets the count. */
@@ -194,6 +232,7 @@ ent_err pd_subscriber_from_doc(const struct ent_store_doc *d, struct pd_subscrib
 ent_err pd_plan_from_doc(const struct ent_store_doc *d, struct pd_plan *out);
 ent_err pd_rule_from_doc(const struct ent_store_doc *d, struct pd_rule *out);
 ent_err pd_rollout_from_doc(const struct ent_store_doc *d, struct pd_rollout *out);
+ent_err pd_device_rule_from_doc(const struct ent_store_doc *d, struct pd_device_rule *out);
 ent_err pd_device_from_doc(const struct ent_store_doc *d, struct pd_device *out);
 
 #endif

@@ -201,14 +201,19 @@ fail:
 }
 
 ent_err pd_evaluate_app(struct policyd *p, const struct pd_subscriber *sub, const char *app,
-                        const char *serving_plmn, struct pd_decision *out, size_t *n,
-                        const struct pd_plan **plan)
+                        const char *serving_plmn, const struct pd_terminal *term,
+                        struct pd_decision *out, size_t *n, const struct pd_plan **plan)
 {
     enum pd_service svcs[2];
     size_t k = pd_app_services(app, svcs);
     struct pd_eval_ctx ctx;
     pd_eval_ctx_init(p, &p->policy, &ctx);
     ctx.serving_plmn = serving_plmn;
+    if (term) {
+        ctx.terminal_vendor = term->vendor;
+        ctx.terminal_model = term->model;
+        ctx.terminal_sw_version = term->sw_version;
+    }
     for (size_t i = 0; i < k; i++)
         pd_evaluate(&ctx, sub, svcs[i], &out[i]);
     *n = k;
@@ -245,11 +250,13 @@ ent_err policyd_evaluate(struct policyd *p, const Entitle__V1__EvaluateRequest *
         entitle__v1__evaluate_response__free_unpacked(resp, NULL);
         return ENT_ENOMEM;
     }
+    const struct pd_terminal term = {req->terminal_vendor, req->terminal_model,
+                                     req->terminal_sw_version};
     for (size_t a = 0; a < req->n_app_ids; a++) {
         const char *app = req->app_ids[a] ? req->app_ids[a] : "";
         size_t n = 0;
         const struct pd_plan *plan = NULL;
-        pd_evaluate_app(p, &sub, app, req->serving_plmn, dec, &n, &plan);
+        pd_evaluate_app(p, &sub, app, req->serving_plmn, &term, dec, &n, &plan);
         if (n == 0) {
             Entitle__V1__ServiceDecision *sd = make_decision(p, app, NULL, NULL, req->explain);
             if (!sd)

@@ -24,11 +24,12 @@ ent_err pd_params_add(struct pd_params *pp, const char *name, const char *fmt, .
 /* The TS.43 parameters (PROTOCOL.md §6) of decision d rendered under `app`. */
 void pd_decision_params(struct policyd *p, const char *app, const struct pd_decision *d,
                         const struct pd_plan *plan, struct pd_params *out);
-/* Evaluates every service of `app` for sub over p->policy (which the caller refreshed);
- * out has room for 2. ENT_ENOTFOUND for an AppID policyd does not decide (*n = 0). */
+/* Evaluates every service of `app` for sub over p->policy (which the caller refreshed) as
+ * asked by terminal `term` (NULL: unknown, no device rule applies); out has room for 2.
+ * ENT_ENOTFOUND for an AppID policyd does not decide (*n = 0). */
 ent_err pd_evaluate_app(struct policyd *p, const struct pd_subscriber *sub, const char *app,
-                        const char *serving_plmn, struct pd_decision *out, size_t *n,
-                        const struct pd_plan **plan);
+                        const char *serving_plmn, const struct pd_terminal *term,
+                        struct pd_decision *out, size_t *n, const struct pd_plan **plan);
 /* Bumps the decision, rule-hit and rollout-exposure counters. */
 void pd_decision_count(const struct pd_decision *d);
 

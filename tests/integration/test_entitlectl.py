@@ -2,7 +2,8 @@
 """entitlectl (tools/entitlectl) against the real stack started by ./run: every admin
 command run as a process. Subscribers create (K/OPc from a file and an env variable)/get/
 list/patch, an If-Match conflict (exit 1, 412 on stderr), a roaming rule plus a location
-change that explain shows as the roaming step, token revocation, plans and rollouts, an
+change that explain shows as the roaming step, device rules (add/list/update/delete and
+explain for a given terminal), token revocation, plans and rollouts, an
 NDJSON import with one bad line (exit 1, per-line results), --json output that parses,
 exit codes (1 for 401 without a token, 3 for a bad CA file and a closed port, 2 for usage
 errors), and the token never appearing in any output. Ends with SIGTERM to ./run, exit 0."""
@@ -171,6 +172,39 @@ def test_entitlectl_against_the_stack(stack, tmp_path):
     s.ok("roaming", "delete", "fr")
     assert s.json_lines("roaming", "list") == []
 
+    # device rules: add, list, explain for a terminal, update under If-Match, delete.
+    out = s.ok("device-rules", "add", "--name", "acme-x9", "--vendor", "Acme", "--model", "X9*",
+               "--sw-max", "13.9", "--deny", "vowifi", "--message", "No VoWiFi on the X9")
+    assert "vendor=Acme" in out and "model=X9*" in out, out
+    out = s.ok("device-rules", "list")
+    assert out.splitlines()[0].split()[:4] == ["NAME", "MATCH", "ALLOW", "DENY"]
+    assert "acme-x9" in out.splitlines()[1] and "vowifi" in out.splitlines()[1], out
+    rules = s.json_lines("device-rules", "list")
+    assert [r["name"] for r in rules] == ["acme-x9"]
+    assert rules[0]["match"] == {"vendor": "Acme", "model": "X9*", "sw_max": "13.9"}
+    out = s.ok("explain", imsi, "--app", "ap2004", "--terminal-vendor", "acme",
+               "--terminal-model", "X9 Pro", "--terminal-sw", "13")
+    assert "terminal acme X9 Pro sw 13" in out, out
+    assert ("ap2004 vowifi: EntitlementStatus 2, decided by step device "
+            "(device rule acme-x9)") in out, out
+    assert "6 device: rule acme-x9 denies vowifi for acme X9 Pro sw 13" in out
+    ex = s.json("explain", imsi, "--app", "ap2004", "--terminal-vendor", "acme",
+                "--terminal-model", "X9", "--terminal-sw", "14")
+    assert ex["services"][0]["entitlement_status"] == 1
+    rc, _, err = s.ctl("device-rules", "update", "acme-x9", "--inherit", "vowifi",
+                       "--if-match", "7")
+    assert rc == 1 and "412" in err, err
+    rule = s.json("device-rules", "update", "acme-x9", "--vendor", "Acme", "--model", "X9",
+                  "--allow", "volte", "--if-match", "1")
+    assert rule["version"] == 2 and rule["match"] == {"vendor": "Acme", "model": "X9"}
+    assert rule["services"] == {"volte": True, "vowifi": False}
+    rc, _, err = s.ctl("device-rules", "add", "--name", "bad", "--vendor", "Acme",
+                       "--sw-min", "x")
+    assert rc == 1 and "422" in err and "match.sw_min" in err, err
+    assert s.json("device-rules", "get", "acme-x9")["name"] == "acme-x9"
+    assert "deleted device rule acme-x9" in s.ok("device-rules", "delete", "acme-x9")
+    assert s.json_lines("device-rules", "list") == []
+
     # tokens revoke: the generation grows.
     before = s.json("subscribers", "get", imsi)["token_generation"]
     rev = s.json("tokens", "revoke", imsi)
@@ -247,7 +281,8 @@ def test_entitlectl_against_the_stack(stack, tmp_path):
     usage = [("subscribers",), ("subscribers", "frob"), ("subscribers", "get"),
              ("explain", imsi), ("subscribers", "create", "--msisdn", "1"),
              ("subscribers", "create", "--imsi", imsi, "--k-file", str(kfile)),
-             ("subscribers", "patch", imsi), ("roaming", "create"),
+             ("subscribers", "patch", imsi), ("roaming", "create"), ("device-rules", "add"),
+             ("device-rules", "update", "x", "--model", "X9"), ("device-rules", "frob"),
              ("plans", "create", "--file", str(tmp_path / "missing.json")),
              ("subscribers", "list", "--limit", "0"), ("import",), ("nope",),
              ("--timeout", "x", "plans", "list"), ("--token", s.token, "plans", "list")]

@@ -30,6 +30,7 @@ static void usage(FILE *f)
            "  subscribers location IMSI PLMN|home [--if-match ETAG]\n"
            "  tokens revoke IMSI\n"
            "  explain IMSI --app APPID[,APPID...] [--serving-plmn PLMN]\n"
+           "          [--terminal-vendor V --terminal-model M --terminal-sw VER]\n"
            "  plans list | get ID | create --file JSON | patch ID --file JSON | delete ID\n"
            "  roaming list | get NAME | delete NAME\n"
            "  roaming create --name NAME (--mcc MCC | --plmn MCCMNC | --default) "
@@ -40,6 +41,12 @@ static void usage(FILE *f)
            "[--group G,...])\n"
            "  rollouts patch ID [--percentage N] [--state active|paused|rolled-back] "
            "[--file JSON] [--if-match ETAG]\n"
+           "  device-rules list | get NAME | delete NAME [--if-match ETAG]\n"
+           "  device-rules create|add --name NAME --vendor V [--model M|PREFIX*] [--sw-min VER] "
+           "[--sw-max VER]\n"
+           "                     [--allow SVC,...] [--deny SVC,...] [--message TEXT]\n"
+           "  device-rules patch|update NAME [the create flags; a new match needs --vendor] "
+           "[--inherit SVC,...] [--if-match ETAG]\n"
            "  import FILE.ndjson|- [--chunk-bytes N] [--errors-only]\n"
            "\n"
            "local:\n"
@@ -80,7 +87,8 @@ int main(int argc, char **argv)
         return entitlectl_tokens(&g, n, v);
     if (strcmp(cmd, "explain") == 0)
         return entitlectl_explain(&g, n, v);
-    if (strcmp(cmd, "plans") == 0 || strcmp(cmd, "roaming") == 0 || strcmp(cmd, "rollouts") == 0)
+    if (strcmp(cmd, "plans") == 0 || strcmp(cmd, "roaming") == 0 || strcmp(cmd, "rollouts") == 0 ||
+        strcmp(cmd, "device-rules") == 0)
         return entitlectl_policy(&g, n, v);
     if (strcmp(cmd, "import") == 0)
         return entitlectl_import(&g, n, v);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* `entitlectl plans|roaming|rollouts list|get|create|patch|delete`: the policy half of the
- * provisioning API (/v1/plans, /v1/roaming-rules, /v1/rollouts), which policyd serves with
- * one generic handler set, so one table (struct kind) drives all three here too. Bodies come
- * from --file JSON and/or per-kind flags (flags win); the API validates them. */
+/* `entitlectl plans|roaming|rollouts|device-rules list|get|create|patch|delete`: the policy
+ * half of the provisioning API (/v1/plans, /v1/roaming-rules, /v1/rollouts,
+ * /v1/device-rules), which policyd serves with one generic handler set, so one table (struct
+ * kind) drives all four here too. Bodies come from --file JSON and/or per-kind flags (flags
+ * win); the API validates them. device-rules also takes add/update for create/patch. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,10 @@
 /* Every flag any kind takes; a kind's option table points at the ones it accepts. */
 struct flags {
     const char *file, *etag;
-    /* roaming */
+    /* roaming and device rules */
     const char *name, *mcc, *plmn, *message;
+    /* device rules: the match */
+    const char *vendor, *model, *sw_min, *sw_max;
     bool match_default;
     struct ectl_strs allow, deny, inherit;
     /* rollouts */
@@ -43,6 +46,14 @@ static const struct ectl_col plan_cols[] = {
     {"VERSION", "version", ECTL_COL_VALUE, NULL},
 };
 static const struct ectl_col rule_cols[] = {
+    {"NAME", "name", ECTL_COL_VALUE, NULL},
+    {"MATCH", "match", ECTL_COL_VALUE, NULL},
+    {"ALLOW", "services", ECTL_COL_TRUE_KEYS, NULL},
+    {"DENY", "services", ECTL_COL_FALSE_KEYS, NULL},
+    {"MESSAGE", "message", ECTL_COL_VALUE, NULL},
+    {"VERSION", "version", ECTL_COL_VALUE, NULL},
+};
+static const struct ectl_col device_rule_cols[] = {
     {"NAME", "name", ECTL_COL_VALUE, NULL},
     {"MATCH", "match", ECTL_COL_VALUE, NULL},
     {"ALLOW", "services", ECTL_COL_TRUE_KEYS, NULL},
@@ -76,7 +87,17 @@ static const struct kind kinds[] = {
      "[--region R,...] [--group G,...] [--state S])",
      "entitlectl rollouts patch ID [--percentage N] [--state active|paused|rolled-back] "
      "[--region R,...] [--group G,...] [--file JSON] [--if-match ETAG]"},
+    {"device-rules", "/v1/device-rules", "device rule", device_rule_cols,
+     sizeof(device_rule_cols) / sizeof(device_rule_cols[0]),
+     "entitlectl device-rules create|add (--file RULE.json | --name NAME --vendor V "
+     "[--model M|PREFIX*] [--sw-min VER] [--sw-max VER] [--allow SVC,...] [--deny SVC,...] "
+     "[--message TEXT])",
+     "entitlectl device-rules patch|update NAME [--vendor V [--model M] [--sw-min VER] "
+     "[--sw-max VER]] [--allow SVC,...] [--deny SVC,...] [--inherit SVC,...] [--message TEXT] "
+     "[--file JSON] [--if-match ETAG]"},
 };
+
+#define KIND_DEVICE_RULES (&kinds[3])
 
 static json_t *str_array(const struct ectl_strs *l)
 {
@@ -101,6 +122,16 @@ static size_t kind_opts(const struct kind *k, struct flags *f, struct ectl_opt *
         o[n++] = (struct ectl_opt){"allow", ECTL_LIST, &f->allow};
         o[n++] = (struct ectl_opt){"deny", ECTL_LIST, &f->deny};
         o[n++] = (struct ectl_opt){"inherit", ECTL_LIST, &f->inherit};
+    } else if (k == KIND_DEVICE_RULES) {
+        o[n++] = (struct ectl_opt){"name", ECTL_VALUE, &f->name};
+        o[n++] = (struct ectl_opt){"vendor", ECTL_VALUE, &f->vendor};
+        o[n++] = (struct ectl_opt){"model", ECTL_VALUE, &f->model};
+        o[n++] = (struct ectl_opt){"sw-min", ECTL_VALUE, &f->sw_min};
+        o[n++] = (struct ectl_opt){"sw-max", ECTL_VALUE, &f->sw_max};
+        o[n++] = (struct ectl_opt){"message", ECTL_VALUE, &f->message};
+        o[n++] = (struct ectl_opt){"allow", ECTL_LIST, &f->allow};
+        o[n++] = (struct ectl_opt){"deny", ECTL_LIST, &f->deny};
+        o[n++] = (struct ectl_opt){"inherit", ECTL_LIST, &f->inherit};
     } else if (k == &kinds[2]) {
         o[n++] = (struct ectl_opt){"id", ECTL_VALUE, &f->id};
         o[n++] = (struct ectl_opt){"service", ECTL_VALUE, &f->service};
@@ -116,6 +147,24 @@ static void set_str(json_t *o, const char *k, const char *v)
 {
     if (v)
         json_object_set_new(o, k, json_string(v));
+}
+
+/* --allow/--deny/--inherit laid over the body's "services" (roaming and device rules). */
+static void services_body(json_t *b, const struct flags *f)
+{
+    if (!f->allow.n && !f->deny.n && !f->inherit.n)
+        return;
+    json_t *sv = json_object_get(b, "services");
+    if (!json_is_object(sv)) {
+        sv = json_object();
+        json_object_set_new(b, "services", sv);
+    }
+    for (size_t i = 0; i < f->allow.n; i++)
+        json_object_set_new(sv, f->allow.v[i], json_true());
+    for (size_t i = 0; i < f->deny.n; i++)
+        json_object_set_new(sv, f->deny.v[i], json_false());
+    for (size_t i = 0; i < f->inherit.n; i++)
+        json_object_set_new(sv, f->inherit.v[i], json_null());
 }
 
 /* The request body: --file (if any) with the flags laid over it; NULL after printing why. */
@@ -139,19 +188,24 @@ static json_t *kind_body(const struct kind *k, const struct flags *f, const char
         else if (f->match_default)
             json_object_set_new(b, "match", json_pack("{s:b}", "default", 1));
         set_str(b, "message", f->message);
-        if (f->allow.n || f->deny.n || f->inherit.n) {
-            json_t *sv = json_object_get(b, "services");
-            if (!json_is_object(sv)) {
-                sv = json_object();
-                json_object_set_new(b, "services", sv);
-            }
-            for (size_t i = 0; i < f->allow.n; i++)
-                json_object_set_new(sv, f->allow.v[i], json_true());
-            for (size_t i = 0; i < f->deny.n; i++)
-                json_object_set_new(sv, f->deny.v[i], json_false());
-            for (size_t i = 0; i < f->inherit.n; i++)
-                json_object_set_new(sv, f->inherit.v[i], json_null());
+        services_body(b, f);
+    } else if (k == KIND_DEVICE_RULES) {
+        if (!f->vendor && (f->model || f->sw_min || f->sw_max)) {
+            /* The API replaces a rule's whole match: a partial one would drop the vendor. */
+            ectl_usage(usage, "--model, --sw-min and --sw-max need --vendor (the whole match)");
+            json_decref(b);
+            return NULL;
         }
+        set_str(b, "name", f->name);
+        if (f->vendor) {
+            json_t *m = json_pack("{s:s}", "vendor", f->vendor);
+            set_str(m, "model", f->model);
+            set_str(m, "sw_min", f->sw_min);
+            set_str(m, "sw_max", f->sw_max);
+            json_object_set_new(b, "match", m);
+        }
+        set_str(b, "message", f->message);
+        services_body(b, f);
     } else if (k == &kinds[2]) {
         set_str(b, "id", f->id);
         set_str(b, "service", f->service);
@@ -225,14 +279,15 @@ static int kind_run(const struct kind *k, struct ectl_opts *g, int argc, char **
         opts[0] = (struct ectl_opt){"if-match", ECTL_VALUE, &f.etag};
         rc = ectl_parse(g, argc - 2, argv + 2, opts, 1, pos, 1, 1, &n_pos, usage);
         method = "DELETE";
-    } else if (strcmp(sub, "create") == 0) {
+    } else if (strcmp(sub, "create") == 0 || (k == KIND_DEVICE_RULES && strcmp(sub, "add") == 0)) {
         this_usage = k->create_usage;
         rc = ectl_parse(g, argc - 2, argv + 2, opts, kind_opts(k, &f, opts), pos, 0, 0, &n_pos,
                         this_usage);
         method = "POST";
         want_id = false;
         want_body = true;
-    } else if (strcmp(sub, "patch") == 0) {
+    } else if (strcmp(sub, "patch") == 0 ||
+               (k == KIND_DEVICE_RULES && strcmp(sub, "update") == 0)) {
         this_usage = k->patch_usage;
         rc = ectl_parse(g, argc - 2, argv + 2, opts, kind_opts(k, &f, opts), pos, 1, 1, &n_pos,
                         this_usage);
@@ -290,5 +345,6 @@ int entitlectl_policy(struct ectl_opts *g, int argc, char **argv)
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
         if (strcmp(argv[0], kinds[i].cmd) == 0)
             return kind_run(&kinds[i], g, argc, argv);
-    return ectl_usage("entitlectl plans|roaming|rollouts ...", "unknown command '%s'", argv[0]);
+    return ectl_usage("entitlectl plans|roaming|rollouts|device-rules ...", "unknown command '%s'",
+                      argv[0]);
 }

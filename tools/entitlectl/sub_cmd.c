@@ -366,7 +366,9 @@ static int sub_patch(struct ectl_opts *g, int argc, char **argv)
 
 /* ---- explain ---------------------------------------------------------------------------- */
 
-#define EXPLAIN_USAGE "entitlectl explain IMSI --app APPID[,APPID...] [--serving-plmn PLMN]"
+#define EXPLAIN_USAGE                                                                              \
+    "entitlectl explain IMSI --app APPID[,APPID...] [--serving-plmn PLMN] [--terminal-vendor V "   \
+    "--terminal-model M --terminal-sw VER]"
 
 /* One decision, step by step: the trace lines are already numbered by the decision order
  * (1 override ... 7 default) in policyd/eval.c. */
@@ -380,6 +382,16 @@ static void explain_print(const json_t *j)
     free(ver);
     free(imsi);
     free(serving);
+    json_t *term = json_object_get(j, "terminal");
+    if (json_is_object(term)) {
+        char *tv = ectl_text(json_object_get(term, "vendor"));
+        char *tm = ectl_text(json_object_get(term, "model"));
+        char *ts = ectl_text(json_object_get(term, "sw_version"));
+        printf("terminal %s %s sw %s\n", tv ? tv : "", tm ? tm : "", ts ? ts : "");
+        free(tv);
+        free(tm);
+        free(ts);
+    }
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(j, "services"), i, s)
@@ -395,6 +407,8 @@ static void explain_print(const json_t *j)
             what = "plan";
         else if (step && strcmp(step, "rollout") == 0)
             what = "cohort";
+        else if (step && strcmp(step, "device") == 0)
+            what = "device rule";
         printf("\n%s %s: EntitlementStatus %s, decided by step %s", app, svc, st, step);
         if (rule && rule[0])
             printf(" (%s %s)", what, rule);
@@ -431,11 +445,14 @@ static void explain_print(const json_t *j)
 
 int entitlectl_explain(struct ectl_opts *g, int argc, char **argv)
 {
-    const char *pos[1], *serving = NULL;
+    const char *pos[1], *serving = NULL, *vendor = NULL, *model = NULL, *sw = NULL;
     struct ectl_strs apps = {0};
     const struct ectl_opt opts[] = {{"app", ECTL_LIST, &apps},
-                                    {"serving-plmn", ECTL_VALUE, &serving}};
-    int rc = ectl_parse(g, argc - 1, argv + 1, opts, 2, pos, 1, 1, NULL, EXPLAIN_USAGE);
+                                    {"serving-plmn", ECTL_VALUE, &serving},
+                                    {"terminal-vendor", ECTL_VALUE, &vendor},
+                                    {"terminal-model", ECTL_VALUE, &model},
+                                    {"terminal-sw", ECTL_VALUE, &sw}};
+    int rc = ectl_parse(g, argc - 1, argv + 1, opts, 5, pos, 1, 1, NULL, EXPLAIN_USAGE);
     if (rc != ENTITLECTL_OK)
         return rc < 0 ? ENTITLECTL_OK : rc;
     if (apps.n == 0)
@@ -451,6 +468,13 @@ int entitlectl_explain(struct ectl_opts *g, int argc, char **argv)
     if (serving) {
         ectl_query_add(&p, "&serving_plmn=", serving);
     }
+    /* The terminal to explain for: device rules (decision step 6) match on it. */
+    if (vendor)
+        ectl_query_add(&p, "&terminal_vendor=", vendor);
+    if (model)
+        ectl_query_add(&p, "&terminal_model=", model);
+    if (sw)
+        ectl_query_add(&p, "&terminal_sw_version=", sw);
     struct ectl_api *a = NULL;
     rc = ectl_api_open(&a, g, SUB_TIMEOUT_MS);
     if (rc != ENTITLECTL_OK) {

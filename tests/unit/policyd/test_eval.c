@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* policyd/eval.h: the decision order as decision tables (home, roaming by PLMN, country and
- * default rule, suspended, overrides beating plans, websheet), rollout stability and its
- * ±1% accuracy over 100k subscribers, and rollback restoring the previous answer. */
+ * default rule, suspended, overrides beating plans, websheet, device capability rules and
+ * their precedence), rollout stability and its ±1% accuracy over 100k subscribers, and
+ * rollback restoring the previous answer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -262,6 +263,227 @@ static void test_eval_rollout_exposure_offers_service(void **state)
     assert_int_equal(status_of(&c, &s, PD_SVC_VONR), 2);
 }
 
+/* ---- step 6: device capability rules ------------------------------------------------ */
+
+static void drule_init(struct pd_device_rule *r, const char *name, const char *vendor,
+                       const char *model, const char *sw_min, const char *sw_max)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    snprintf(r->vendor, sizeof(r->vendor), "%s", vendor);
+    snprintf(r->model, sizeof(r->model), "%s", model);
+    snprintf(r->sw_min, sizeof(r->sw_min), "%s", sw_min);
+    snprintf(r->sw_max, sizeof(r->sw_max), "%s", sw_max);
+    for (int i = 0; i < PD_SVC_COUNT; i++)
+        r->services[i] = PD_UNSET;
+}
+
+static void terminal(struct pd_eval_ctx *c, const char *vendor, const char *model, const char *sw)
+{
+    c->terminal_vendor = vendor;
+    c->terminal_model = model;
+    c->terminal_sw_version = sw;
+}
+
+/* The trace line of step 6 ("" when there is none). */
+static const char *device_line(const struct pd_decision *d)
+{
+    for (size_t i = 0; i < d->n_trace; i++)
+        if (strncmp(d->trace[i], "6 device:", 9) == 0)
+            return d->trace[i];
+    return "";
+}
+
+static void test_eval_device_no_rule(void **state)
+{
+    (void)state;
+    struct pd_device_rule r;
+    drule_init(&r, "acme-no-wifi", "Acme", "", "", "");
+    r.services[PD_SVC_VOWIFI] = PD_DENY;
+    struct pd_policy empty = {0}, pol = {.device_rules = &r, .n_device_rules = 1};
+    struct pd_subscriber s;
+    sub_init(&s, "001010000000020");
+    struct pd_decision d;
+
+    /* No rules at all: the step passes and says so. */
+    struct pd_eval_ctx c = ctx_of(&empty);
+    terminal(&c, "Acme", "A1", "13");
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 1);
+    assert_int_equal(d.step, PD_STEP_PLAN);
+    assert_non_null(strstr(device_line(&d), "no rule matches Acme A1 sw 13"));
+
+    /* Another vendor's terminal, or no terminal given (explain without parameters). */
+    c = ctx_of(&pol);
+    terminal(&c, "Other", "A1", "13");
+    assert_int_equal(status_of(&c, &s, PD_SVC_VOWIFI), 1);
+    terminal(&c, NULL, NULL, NULL);
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 1);
+    assert_non_null(strstr(device_line(&d), "no terminal_vendor given"));
+}
+
+static void test_eval_device_vendor_rule_message_and_unnamed_services(void **state)
+{
+    (void)state;
+    struct pd_device_rule r;
+    drule_init(&r, "acme-no-wifi", "Acme", "", "", "");
+    r.services[PD_SVC_VOWIFI] = PD_DENY;
+    r.services[PD_SVC_VOLTE] = PD_ALLOW;
+    snprintf(r.message, sizeof(r.message), "VoWiFi is not supported on this phone");
+    struct pd_policy pol = {.device_rules = &r, .n_device_rules = 1};
+    struct pd_eval_ctx c = ctx_of(&pol);
+    struct pd_subscriber s;
+    sub_init(&s, "001010000000021");
+    terminal(&c, "ACME", "A1", "13.1"); /* the vendor compares without case */
+    struct pd_decision d;
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 2);
+    assert_int_equal(d.step, PD_STEP_DEVICE);
+    assert_string_equal(d.rule, "acme-no-wifi");
+    assert_string_equal(d.message, "VoWiFi is not supported on this phone");
+    assert_int_equal(d.tc_status, 2); /* VoWiFi's statuses as for any incompatible answer */
+    assert_string_equal(device_line(&d),
+                        "6 device: rule acme-no-wifi denies vowifi for ACME A1 sw 13.1 -> "
+                        "incompatible");
+    /* Named true: passes on. Not named: keeps the answer it had (and the trace says so). */
+    assert_int_equal(status_of(&c, &s, PD_SVC_VOLTE), 1);
+    pd_evaluate(&c, &s, PD_SVC_SMSOIP, &d);
+    assert_int_equal(d.entitlement_status, 1);
+    assert_int_equal(d.step, PD_STEP_PLAN);
+    assert_string_equal(d.message, "");
+    assert_non_null(strstr(device_line(&d), "matches ACME A1 sw 13.1 but does not name smsoip"));
+    /* A device rule cannot enable what the plan leaves out (VoNR is not in the default plan). */
+    assert_int_equal(status_of(&c, &s, PD_SVC_VONR), 0);
+    /* AOSP cuts the vendor to 4 characters: "Acme" rules also catch a rule vendor "Acmecorp". */
+    snprintf(r.vendor, sizeof(r.vendor), "acmecorp");
+    assert_int_equal(status_of(&c, &s, PD_SVC_VOWIFI), 2);
+    terminal(&c, "Acm", "A1", "13.1");
+    assert_int_equal(status_of(&c, &s, PD_SVC_VOWIFI), 1);
+}
+
+static void test_eval_device_model_beats_vendor(void **state)
+{
+    (void)state;
+    struct pd_device_rule r[4];
+    drule_init(&r[0], "acme", "Acme", "", "", "");
+    r[0].services[PD_SVC_VOWIFI] = PD_DENY;
+    r[0].services[PD_SVC_SMSOIP] = PD_DENY;
+    snprintf(r[0].message, sizeof(r[0].message), "Not on Acme phones");
+    drule_init(&r[1], "acme-x", "Acme", "X*", "", "");
+    r[1].services[PD_SVC_VOWIFI] = PD_ALLOW;
+    drule_init(&r[2], "acme-x9", "Acme", "X9", "", "");
+    r[2].services[PD_SVC_VOWIFI] = PD_DENY;
+    snprintf(r[2].message, sizeof(r[2].message), "Not on the X9");
+    drule_init(&r[3], "acme-x9-14", "Acme", "X9", "14", "");
+    r[3].services[PD_SVC_VOWIFI] = PD_ALLOW;
+    struct pd_policy pol = {.device_rules = r, .n_device_rules = 4};
+    struct pd_eval_ctx c = ctx_of(&pol);
+    struct pd_subscriber s;
+    sub_init(&s, "001010000000022");
+    struct pd_decision d;
+
+    /* Vendor only: denied. */
+    terminal(&c, "Acme", "B2", "13");
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 2);
+    assert_string_equal(d.rule, "acme");
+    /* A model prefix beats the vendor for the service it names ... */
+    terminal(&c, "Acme", "X5", "13");
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 1);
+    assert_non_null(strstr(device_line(&d), "rule acme-x allows vowifi"));
+    /* ... while the vendor rule still decides the services the model rule leaves out. */
+    pd_evaluate(&c, &s, PD_SVC_SMSOIP, &d);
+    assert_int_equal(d.entitlement_status, 2);
+    assert_string_equal(d.message, "Not on Acme phones");
+    /* An exact model beats the prefix; exact model + sw range beats the exact model. */
+    terminal(&c, "Acme", "x9", "13.9");
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 2);
+    assert_string_equal(d.rule, "acme-x9");
+    assert_string_equal(d.message, "Not on the X9");
+    terminal(&c, "Acme", "X9", "14.0.1");
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 1);
+    assert_non_null(strstr(device_line(&d), "rule acme-x9-14 allows"));
+    /* Equally specific rules: the smaller name wins, whatever the order in the snapshot. */
+    struct pd_device_rule two[2];
+    drule_init(&two[0], "b-allow", "Acme", "", "", "");
+    two[0].services[PD_SVC_VOWIFI] = PD_ALLOW;
+    drule_init(&two[1], "a-deny", "Acme", "", "", "");
+    two[1].services[PD_SVC_VOWIFI] = PD_DENY;
+    struct pd_policy pol2 = {.device_rules = two, .n_device_rules = 2};
+    c = ctx_of(&pol2);
+    terminal(&c, "Acme", "Z", "1");
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_string_equal(d.rule, "a-deny");
+}
+
+static void test_eval_device_sw_range(void **state)
+{
+    (void)state;
+    struct pd_device_rule r;
+    drule_init(&r, "old-fw", "Acme", "A1", "13", "14.0");
+    r.services[PD_SVC_VOWIFI] = PD_DENY;
+    struct pd_policy pol = {.device_rules = &r, .n_device_rules = 1};
+    struct pd_eval_ctx c = ctx_of(&pol);
+    struct pd_subscriber s;
+    sub_init(&s, "001010000000023");
+    static const struct {
+        const char *sw;
+        int status;
+    } cases[] = {
+        {"12.9", 1}, {"13", 2},     {"13.0.0", 2}, {"13.1", 2}, {"14", 2},
+        {"14.0", 2}, {"14.0.1", 1}, {"14.2.1", 1}, {"9", 1},    {"13.5-beta", 2},
+        {"vers", 1}, {"", 1},       {"100", 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        terminal(&c, "Acme", "A1", cases[i].sw);
+        if (status_of(&c, &s, PD_SVC_VOWIFI) != cases[i].status)
+            fail_msg("sw %s: expected %d", cases[i].sw, cases[i].status);
+    }
+    int cmp = 0;
+    assert_true(pd_sw_compare("14.0", "14.2.1", &cmp));
+    assert_int_equal(cmp, -1);
+    assert_true(pd_sw_compare("14", "14.0", &cmp));
+    assert_int_equal(cmp, 0);
+    assert_true(pd_sw_compare("14.10", "14.9", &cmp));
+    assert_int_equal(cmp, 1);
+    assert_false(pd_sw_compare("versionZ", "1", &cmp));
+}
+
+static void test_eval_device_after_roaming_deny(void **state)
+{
+    (void)state;
+    struct pd_rule roam;
+    rule_init(&roam, "fr", PD_MATCH_MCC, "208");
+    roam.services[PD_SVC_VOWIFI] = PD_DENY;
+    snprintf(roam.message, sizeof(roam.message), "VoWiFi is not available in France");
+    struct pd_device_rule r;
+    drule_init(&r, "acme-wifi", "Acme", "", "", "");
+    r.services[PD_SVC_VOWIFI] = PD_ALLOW; /* cannot undo an earlier step's deny */
+    r.services[PD_SVC_VOLTE] = PD_DENY;
+    snprintf(r.message, sizeof(r.message), "VoLTE is not supported on this phone");
+    struct pd_policy pol = {.rules = &roam, .n_rules = 1, .device_rules = &r, .n_device_rules = 1};
+    struct pd_eval_ctx c = ctx_of(&pol);
+    struct pd_subscriber s;
+    sub_init(&s, "001010000000024");
+    snprintf(s.serving_plmn, sizeof(s.serving_plmn), "20810");
+    terminal(&c, "Acme", "A1", "14");
+    struct pd_decision d;
+    pd_evaluate(&c, &s, PD_SVC_VOWIFI, &d);
+    assert_int_equal(d.entitlement_status, 2);
+    assert_int_equal(d.step, PD_STEP_ROAMING);
+    assert_string_equal(d.message, "VoWiFi is not available in France");
+    assert_string_equal(device_line(&d), "");
+    /* Roaming leaves VoLTE alone; the device rule then denies it. */
+    pd_evaluate(&c, &s, PD_SVC_VOLTE, &d);
+    assert_int_equal(d.entitlement_status, 2);
+    assert_int_equal(d.step, PD_STEP_DEVICE);
+    assert_string_equal(d.message, "VoLTE is not supported on this phone");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -272,6 +494,11 @@ int main(void)
         cmocka_unit_test(test_eval_rollout_stable_and_accurate),
         cmocka_unit_test(test_eval_rollout_selectors_and_rollback),
         cmocka_unit_test(test_eval_rollout_exposure_offers_service),
+        cmocka_unit_test(test_eval_device_no_rule),
+        cmocka_unit_test(test_eval_device_vendor_rule_message_and_unnamed_services),
+        cmocka_unit_test(test_eval_device_model_beats_vendor),
+        cmocka_unit_test(test_eval_device_sw_range),
+        cmocka_unit_test(test_eval_device_after_roaming_deny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
