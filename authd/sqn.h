@@ -8,6 +8,11 @@
  * (v-L, v] for this process; they are handed out from memory until used up, and a
  * resynchronisation or a restart throws the rest away. Values are never reused, only
  * skipped; the USIM accepts gaps (Annex C.2.1: SEQ only has to grow, within delta = 2^28).
+ * Why the default is 1: a lease only saves a store write when the same subscriber comes
+ * back within it (devices authenticate about once per token validity), and with several
+ * replicas the rest of an old lease can be below values another replica handed out since;
+ * the USIM accepts a SEQ only above the last one in its IND slot (Annex C.2.2), so such a
+ * value costs a resynchronisation round. Leasing suits one replica serving repeat traffic.
  *
  * Threads: any. */
 #ifndef ENTITLE_AUTHD_SQN_H
