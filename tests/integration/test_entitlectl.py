@@ -10,11 +10,11 @@ errors), and the token never appearing in any output. Ends with SIGTERM to ./run
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
 
 import pytest
+
+from e2e_support import RunStack, free_port_base
 
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
@@ -22,29 +22,6 @@ SCALE = float(os.environ.get("ENTITLE_TEST_TIMEOUT_MULTIPLIER", "1"))
 CTL = os.path.join(BUILD, "tools", "entitlectl")
 K = "465b5ce8b199b49faa5f0a2ee238a6bc"  # TS 35.208 test set 1, public
 OPC = "cd63cb71954a9f4e48a5994e37a02baf"
-
-
-def free_port_base(count):
-    """A base port with `count` consecutive free ports on 127.0.0.1."""
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + count > 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 class Stack:
@@ -84,31 +61,12 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path):
-    data = tmp_path / "data"
-    ops, bus = free_port_base(4), free_port_base(5)
-    device, admin = free_port_base(1), free_port_base(1)
-    proc = subprocess.Popen(
-        [os.path.join(TOP, "run"), "--data", str(data), "--bin", BUILD, "--no-install",
-         "--ops-base", str(ops), "--bus-base", str(bus), "--device-port", str(device),
-         "--admin-port", str(admin)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TOP)
-    lines = []
-    deadline = time.time() + 60 * SCALE
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip() == "entitle: ready":
-            break
-    if not any(l.strip() == "entitle: ready" for l in lines):
-        proc.kill()
-        pytest.fail("./run did not become ready:\n" + "".join(lines))
-    s = Stack(proc, data, admin)
-    yield s
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    run = RunStack(tmp_path, {})
+    run.start()
+    try:
+        yield Stack(run.proc, run.data, run.admin_port)
+    finally:
+        run.kill()  # SIGTERM first, so ./run stops its daemons even when the test failed
 
 
 def test_entitlectl_against_the_stack(stack, tmp_path):
