@@ -108,7 +108,7 @@ class Stack:
         if d == "gateway":
             lines += ["upstream:", f"  authd: [\"{bus('authd')}\"]",
                       f"  policyd: [\"{bus('policyd')}\"]", f"  notifyd: [\"{bus('notifyd')}\"]",
-                      "  timeout: 1s", "  ping_interval: 200ms", "  retry_after: 7",
+                      "  timeout: 3s", "  ping_interval: 200ms", "  retry_after: 7",
                       "device:", f"  listen: \"127.0.0.1:{self.device_port}\"",
                       f"  tls_cert: \"{self.cert}\"", f"  tls_key: \"{self.key}\"", "  loops: 2",
                       "ratelimit:", "  ip_rate: 100000", "  ip_burst: 100000",
@@ -349,7 +349,7 @@ def test_gateway_authd_down_then_recovery(stack, tmp_path):
         st, hdrs, _ = stack.raw("GET", "/?terminal_id=1&app=ap2004&EAP_ID=0" + SUB3 +
                                 "%40nai.epc.mnc001.mcc001.3gppnetwork.org")
         assert st == 503 and hdrs.get("Retry-After") == "7", (st, hdrs)
-        assert time.time() - t0 < 4 * SCALE  # the deadline, never a hang
+        assert time.time() - t0 < 6 * SCALE  # the 3 s deadline at most, never a hang
         out = stack.device(SUB3, "--apps", "ap2004", "--full-auth", check=2)
         assert out["status"] == 503 and out["retry_after"] == "7"
     finally:
