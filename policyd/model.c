@@ -253,6 +253,33 @@ static bool check_known(const json_t *j, const char *const *known, struct pd_ver
     return true;
 }
 
+/* A request body: a JSON object with no key outside `known`. */
+static bool check_body(const json_t *j, const char *const *known, struct pd_verr *e)
+{
+    if (!json_is_object(j))
+        return verr(e, 400, "body", "must be a JSON object");
+    return check_known(j, known, e);
+}
+
+/* An entity's id field (`id` of plans and rollouts, `name` of rules) into id (PD_ID_MAX + 1
+ * bytes, holding the current value on a patch): required on create, unchangeable on patch. */
+static bool get_entity_id(const json_t *j, const char *field, bool partial, char *id,
+                          struct pd_verr *e)
+{
+    bool present = false;
+    char v[PD_ID_MAX + 1] = "";
+    if (!get_str(j, field, field, v, sizeof(v), pd_valid_id,
+                 "must be 1-64 characters of A-Z a-z 0-9 . _ -", &present, e))
+        return false;
+    if (!partial && !present)
+        return verr(e, 422, field, "required");
+    if (partial && present && strcmp(v, id) != 0)
+        return verr(e, 422, field, "cannot be changed");
+    if (present)
+        memcpy(id, v, sizeof(v));
+    return true;
+}
+
 /* ---- subscribers -------------------------------------------------------------------- */
 
 static bool subscriber_from_json(const json_t *j, bool partial, bool trusted,
@@ -263,9 +290,7 @@ static bool subscriber_from_json(const json_t *j, bool partial, bool trusted,
         "region",     "groups", "vowifi", "version", "token_generation", "created_ms",
         "updated_ms", NULL,
     };
-    if (!json_is_object(j))
-        return verr(e, 400, "body", "must be a JSON object");
-    if (!check_known(j, known, e))
+    if (!check_body(j, known, e))
         return false;
     struct pd_subscriber s;
     if (partial) {
@@ -398,26 +423,15 @@ bool pd_plan_from_json(const json_t *j, bool partial, struct pd_plan *out, struc
 {
     static const char *const known[] = {
         "id", "name", "services", "vowifi_websheet", "companion_limit", "version", NULL};
-    if (!json_is_object(j))
-        return verr(e, 400, "body", "must be a JSON object");
-    if (!check_known(j, known, e))
+    if (!check_body(j, known, e))
         return false;
     struct pd_plan p;
     if (partial)
         p = *out;
     else
         memset(&p, 0, sizeof(p));
-    bool present = false;
-    char id[PD_ID_MAX + 1] = "";
-    if (!get_str(j, "id", "id", id, sizeof(id), pd_valid_id,
-                 "must be 1-64 characters of A-Z a-z 0-9 . _ -", &present, e))
+    if (!get_entity_id(j, "id", partial, p.id, e))
         return false;
-    if (!partial && !present)
-        return verr(e, 422, "id", "required");
-    if (partial && present && strcmp(id, p.id) != 0)
-        return verr(e, 422, "id", "cannot be changed");
-    if (present)
-        memcpy(p.id, id, sizeof(id));
     if (!get_str(j, "name", "name", p.name, sizeof(p.name), valid_msg,
                  "at most 256 characters, no control characters, < \" or &", NULL, e))
         return false;
@@ -450,14 +464,31 @@ json_t *pd_plan_to_json(const struct pd_plan *p)
                      (json_int_t)p->companion_limit, "version", (json_int_t)p->version);
 }
 
+/* ---- rules (roaming and device rules share their effect and JSON form) --------------- */
+
+/* A rule's effect: per-service allow/deny (`services`) and the user-facing `message`. */
+static bool get_rule_effect(const json_t *j, int8_t *services, char *message, size_t message_cap,
+                            struct pd_verr *e)
+{
+    return get_tri_map(j, "services", services, e) &&
+           get_str(j, "message", "message", message, message_cap, valid_msg,
+                   "at most 256 characters, no control characters, < \" or &", NULL, e);
+}
+
+/* Takes the reference to match. */
+static json_t *rule_to_json(const char *name, json_t *match, const int8_t *services,
+                            const char *message, uint64_t version)
+{
+    return json_pack("{s:s,s:o,s:o,s:s,s:I}", "name", name, "match", match, "services",
+                     tri_map_to_json(services), "message", message, "version", (json_int_t)version);
+}
+
 /* ---- roaming rules ------------------------------------------------------------------ */
 
 bool pd_rule_from_json(const json_t *j, bool partial, struct pd_rule *out, struct pd_verr *e)
 {
     static const char *const known[] = {"name", "match", "services", "message", "version", NULL};
-    if (!json_is_object(j))
-        return verr(e, 400, "body", "must be a JSON object");
-    if (!check_known(j, known, e))
+    if (!check_body(j, known, e))
         return false;
     struct pd_rule r;
     if (partial) {
@@ -467,17 +498,8 @@ bool pd_rule_from_json(const json_t *j, bool partial, struct pd_rule *out, struc
         for (int i = 0; i < PD_SVC_COUNT; i++)
             r.services[i] = PD_UNSET;
     }
-    bool present = false;
-    char name[PD_ID_MAX + 1] = "";
-    if (!get_str(j, "name", "name", name, sizeof(name), pd_valid_id,
-                 "must be 1-64 characters of A-Z a-z 0-9 . _ -", &present, e))
+    if (!get_entity_id(j, "name", partial, r.name, e))
         return false;
-    if (!partial && !present)
-        return verr(e, 422, "name", "required");
-    if (partial && present && strcmp(name, r.name) != 0)
-        return verr(e, 422, "name", "cannot be changed");
-    if (present)
-        memcpy(r.name, name, sizeof(name));
     json_t *m = json_object_get(j, "match");
     if (!m && !partial)
         return verr(e, 422, "match",
@@ -514,9 +536,7 @@ bool pd_rule_from_json(const json_t *j, bool partial, struct pd_rule *out, struc
             return verr(e, 422, "match", "exactly one of plmn, mcc, default");
         }
     }
-    if (!get_tri_map(j, "services", r.services, e) ||
-        !get_str(j, "message", "message", r.message, sizeof(r.message), valid_msg,
-                 "at most 256 characters, no control characters, < \" or &", NULL, e))
+    if (!get_rule_effect(j, r.services, r.message, sizeof(r.message), e))
         return false;
     *out = r;
     return true;
@@ -531,9 +551,7 @@ json_t *pd_rule_to_json(const struct pd_rule *r)
         m = json_pack("{s:s}", "mcc", r->value);
     else
         m = json_pack("{s:b}", "default", 1);
-    return json_pack("{s:s,s:o,s:o,s:s,s:I}", "name", r->name, "match", m, "services",
-                     tri_map_to_json(r->services), "message", r->message, "version",
-                     (json_int_t)r->version);
+    return rule_to_json(r->name, m, r->services, r->message, r->version);
 }
 
 /* ---- device capability rules ---------------------------------------------------------- */
@@ -658,9 +676,7 @@ bool pd_device_rule_from_json(const json_t *j, bool partial, struct pd_device_ru
                               struct pd_verr *e)
 {
     static const char *const known[] = {"name", "match", "services", "message", "version", NULL};
-    if (!json_is_object(j))
-        return verr(e, 400, "body", "must be a JSON object");
-    if (!check_known(j, known, e))
+    if (!check_body(j, known, e))
         return false;
     struct pd_device_rule r;
     if (partial) {
@@ -670,26 +686,15 @@ bool pd_device_rule_from_json(const json_t *j, bool partial, struct pd_device_ru
         for (int i = 0; i < PD_SVC_COUNT; i++)
             r.services[i] = PD_UNSET;
     }
-    bool present = false;
-    char name[PD_ID_MAX + 1] = "";
-    if (!get_str(j, "name", "name", name, sizeof(name), pd_valid_id,
-                 "must be 1-64 characters of A-Z a-z 0-9 . _ -", &present, e))
+    if (!get_entity_id(j, "name", partial, r.name, e))
         return false;
-    if (!partial && !present)
-        return verr(e, 422, "name", "required");
-    if (partial && present && strcmp(name, r.name) != 0)
-        return verr(e, 422, "name", "cannot be changed");
-    if (present)
-        memcpy(r.name, name, sizeof(name));
     json_t *m = json_object_get(j, "match");
     if (!m && !partial)
         return verr(e, 422, "match",
                     "required: {\"vendor\":\"...\"} with optional model, sw_min, sw_max");
     if (m && !device_match_from_json(m, &r, e))
         return false;
-    if (!get_tri_map(j, "services", r.services, e) ||
-        !get_str(j, "message", "message", r.message, sizeof(r.message), valid_msg,
-                 "at most 256 characters, no control characters, < \" or &", NULL, e))
+    if (!get_rule_effect(j, r.services, r.message, sizeof(r.message), e))
         return false;
     *out = r;
     return true;
@@ -704,9 +709,7 @@ json_t *pd_device_rule_to_json(const struct pd_device_rule *r)
         json_object_set_new(m, "sw_min", json_string(r->sw_min));
     if (m && r->sw_max[0])
         json_object_set_new(m, "sw_max", json_string(r->sw_max));
-    return json_pack("{s:s,s:o,s:o,s:s,s:I}", "name", r->name, "match", m, "services",
-                     tri_map_to_json(r->services), "message", r->message, "version",
-                     (json_int_t)r->version);
+    return rule_to_json(r->name, m, r->services, r->message, r->version);
 }
 
 /* ---- rollouts ----------------------------------------------------------------------- */
@@ -715,26 +718,16 @@ bool pd_rollout_from_json(const json_t *j, bool partial, struct pd_rollout *out,
 {
     static const char *const known[] = {"id",         "service", "regions", "groups",
                                         "percentage", "state",   "version", NULL};
-    if (!json_is_object(j))
-        return verr(e, 400, "body", "must be a JSON object");
-    if (!check_known(j, known, e))
+    if (!check_body(j, known, e))
         return false;
     struct pd_rollout r;
     if (partial)
         r = *out;
     else
         memset(&r, 0, sizeof(r));
-    bool present = false;
-    char id[PD_ID_MAX + 1] = "";
-    if (!get_str(j, "id", "id", id, sizeof(id), pd_valid_id,
-                 "must be 1-64 characters of A-Z a-z 0-9 . _ -", &present, e))
+    if (!get_entity_id(j, "id", partial, r.id, e))
         return false;
-    if (!partial && !present)
-        return verr(e, 422, "id", "required");
-    if (partial && present && strcmp(id, r.id) != 0)
-        return verr(e, 422, "id", "cannot be changed");
-    if (present)
-        memcpy(r.id, id, sizeof(id));
+    bool present = false;
     char svc[32] = "";
     if (!get_str(j, "service", "service", svc, sizeof(svc), NULL, NULL, &present, e))
         return false;
