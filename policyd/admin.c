@@ -1158,52 +1158,41 @@ static void device_snapshots(struct policyd *p, const struct pd_policy *old,
  * changed goes through pd_push_if_changed() once (which queues an intent for each of its
  * devices with a token: a sibling device's extra re-query is cheap, a missed one is not).
  * Keeps going past failures; returns the first error or ENT_OK. */
+struct device_rules_walk {
+    const struct pd_policy *old;
+    struct pd_snapshot two[2];
+    char done_imsi[16];
+};
+
+static ent_err device_rules_visit(struct policyd *p, const struct ent_store_doc *doc, void *ud)
+{
+    struct device_rules_walk *w = ud;
+    struct pd_device dev;
+    struct pd_subscriber sub;
+    if (pd_device_from_doc(doc, &dev) != ENT_OK || !dev.push_token[0] || !dev.vendor[0] ||
+        strcmp(dev.imsi, w->done_imsi) == 0)
+        return ENT_OK;
+    if (pd_subscriber_get(p->store, dev.imsi, &sub) != ENT_OK)
+        return ENT_OK;
+    device_snapshots(p, w->old, &sub, &dev, w->two);
+    bool changed = false;
+    for (int s = 0; s < PD_SVC_COUNT; s++)
+        changed = changed || !pd_decision_same(&w->two[0].d[s], &w->two[1].d[s]);
+    if (!changed)
+        return ENT_OK;
+    snprintf(w->done_imsi, sizeof(w->done_imsi), "%s", dev.imsi);
+    return pd_push_if_changed(p, &sub, &w->two[0], &w->two[1], NULL);
+}
+
 static ent_err device_rules_push(struct policyd *p, const struct pd_policy *old)
 {
-    ent_err first = ENT_OK;
-    char *after = NULL;
-    char done_imsi[16] = "";
-    struct pd_snapshot *two = malloc(2 * sizeof(*two));
-    if (!two)
+    struct device_rules_walk *w = calloc(1, sizeof(*w));
+    if (!w)
         return ENT_ENOMEM;
-    for (;;) {
-        struct ent_store_page page = {0};
-        ent_err rc = ent_store_query(p->store, ENT_COLL_DEVICES, -1, NULL, after, 500, &page);
-        free(after);
-        after = NULL;
-        if (rc != ENT_OK) {
-            ENT_LOG_WARN(NULL, "policyd.device_rule_push_scan_failed",
-                         ENT_KV_STR("reason", ent_err_name(rc)));
-            first = first != ENT_OK ? first : rc;
-            break;
-        }
-        for (size_t i = 0; i < page.n; i++) {
-            struct pd_device dev;
-            struct pd_subscriber sub;
-            if (pd_device_from_doc(&page.docs[i], &dev) != ENT_OK || !dev.push_token[0] ||
-                !dev.vendor[0] || strcmp(dev.imsi, done_imsi) == 0)
-                continue;
-            if (pd_subscriber_get(p->store, dev.imsi, &sub) != ENT_OK)
-                continue;
-            device_snapshots(p, old, &sub, &dev, two);
-            bool changed = false;
-            for (int s = 0; s < PD_SVC_COUNT; s++)
-                changed = changed || !pd_decision_same(&two[0].d[s], &two[1].d[s]);
-            if (!changed)
-                continue;
-            snprintf(done_imsi, sizeof(done_imsi), "%s", dev.imsi);
-            rc = pd_push_if_changed(p, &sub, &two[0], &two[1], NULL);
-            if (rc != ENT_OK && first == ENT_OK)
-                first = rc;
-        }
-        if (page.next_after)
-            after = strdup(page.next_after);
-        ent_store_page_free(&page);
-        if (!after)
-            break;
-    }
-    free(two);
-    return first;
+    w->old = old;
+    ent_err rc = pd_devices_walk(p, "device_rules", device_rules_visit, w);
+    free(w);
+    return rc;
 }
 
 /* After a committed plan/rule/rollout change: new generation, fresh snapshot, one

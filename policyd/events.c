@@ -160,45 +160,25 @@ ent_err pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
     return rc;
 }
 
-ent_err pd_push_policy_change(struct policyd *p, const struct pd_policy *old, size_t *queued)
+ent_err pd_devices_walk(struct policyd *p, const char *what, pd_device_visit_fn visit, void *ud)
 {
     ent_err first = ENT_OK;
     char *after = NULL;
-    char last_imsi[16] = "";
     for (;;) {
         struct ent_store_page page = {0};
         ent_err rc = ent_store_query(p->store, ENT_COLL_DEVICES, -1, NULL, after, 500, &page);
         free(after);
         after = NULL;
         if (rc != ENT_OK) {
-            ENT_LOG_WARN(NULL, "policyd.push_scan_failed", ENT_KV_STR("reason", ent_err_name(rc)));
+            ENT_LOG_WARN(NULL, "policyd.push_scan_failed", ENT_KV_STR("walk", what),
+                         ENT_KV_STR("reason", ent_err_name(rc)));
             return first != ENT_OK ? first : rc;
         }
         for (size_t i = 0; i < page.n; i++) {
-            /* Keys are "<imsi>/<terminal>": one subscriber's devices are adjacent. */
-            const char *slash = strchr(page.docs[i].key, '/');
-            size_t len = slash ? (size_t)(slash - page.docs[i].key) : 0;
-            if (len == 0 || len >= sizeof(last_imsi))
-                continue;
-            if (strncmp(last_imsi, page.docs[i].key, len) == 0 && last_imsi[len] == '\0')
-                continue;
-            memcpy(last_imsi, page.docs[i].key, len);
-            last_imsi[len] = '\0';
-            struct pd_subscriber sub;
-            if (pd_subscriber_get(p->store, last_imsi, &sub) != ENT_OK)
-                continue;
-            struct pd_snapshot *two = malloc(2 * sizeof(*two));
-            if (!two) {
-                first = first != ENT_OK ? first : ENT_ENOMEM;
-                continue;
-            }
-            pd_snapshot_take(p, old, &sub, &two[0]);
-            pd_snapshot_take(p, &p->policy, &sub, &two[1]);
             /* Keep going after a failure: every other device still gets its intent. */
-            rc = pd_push_if_changed(p, &sub, &two[0], &two[1], queued);
+            rc = visit(p, &page.docs[i], ud);
             if (rc != ENT_OK && first == ENT_OK)
                 first = rc;
-            free(two);
         }
         if (page.next_after)
             after = strdup(page.next_after);
@@ -207,4 +187,41 @@ ent_err pd_push_policy_change(struct policyd *p, const struct pd_policy *old, si
             break;
     }
     return first;
+}
+
+struct policy_change_walk {
+    const struct pd_policy *old;
+    size_t *queued;
+    char last_imsi[16];
+};
+
+static ent_err policy_change_visit(struct policyd *p, const struct ent_store_doc *doc, void *ud)
+{
+    struct policy_change_walk *w = ud;
+    /* Keys are "<imsi>/<terminal>": one subscriber's devices are adjacent. */
+    const char *slash = strchr(doc->key, '/');
+    size_t len = slash ? (size_t)(slash - doc->key) : 0;
+    if (len == 0 || len >= sizeof(w->last_imsi))
+        return ENT_OK;
+    if (strncmp(w->last_imsi, doc->key, len) == 0 && w->last_imsi[len] == '\0')
+        return ENT_OK;
+    memcpy(w->last_imsi, doc->key, len);
+    w->last_imsi[len] = '\0';
+    struct pd_subscriber sub;
+    if (pd_subscriber_get(p->store, w->last_imsi, &sub) != ENT_OK)
+        return ENT_OK;
+    struct pd_snapshot *two = malloc(2 * sizeof(*two));
+    if (!two)
+        return ENT_ENOMEM;
+    pd_snapshot_take(p, w->old, &sub, &two[0]);
+    pd_snapshot_take(p, &p->policy, &sub, &two[1]);
+    ent_err rc = pd_push_if_changed(p, &sub, &two[0], &two[1], w->queued);
+    free(two);
+    return rc;
+}
+
+ent_err pd_push_policy_change(struct policyd *p, const struct pd_policy *old, size_t *queued)
+{
+    struct policy_change_walk w = {.old = old, .queued = queued};
+    return pd_devices_walk(p, "policy_change", policy_change_visit, &w);
 }

@@ -45,6 +45,16 @@ ent_err pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
                            const struct pd_snapshot *before, const struct pd_snapshot *now,
                            size_t *queued);
 
+/* Visits one registered device (a devices-collection document); an error is remembered and
+ * the walk goes on. */
+typedef ent_err (*pd_device_visit_fn)(struct policyd *p, const struct ent_store_doc *doc, void *ud);
+
+/* Calls visit for every registered device in key order ("<imsi>/<terminal>", so one
+ * subscriber's devices are adjacent), a page at a time. Returns the first error of a visit,
+ * or the store's if a page cannot be read (the walk stops there; logged with `what`). Loop
+ * thread. */
+ent_err pd_devices_walk(struct policyd *p, const char *what, pd_device_visit_fn visit, void *ud);
+
 /* After a plan/rule/rollout change: walks the devices collection (only subscribers with a
  * push registration can be pushed) and queues intents for those whose answer changed
  * between `old` and p->policy. Keeps going past a failed device; returns the first error
