@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* common/include/ent/seal.h (lives here because authd is its first user): keyring parsing,
  * round trips, tampering of every byte, purpose separation, rotation (new key seals, old
- * key still opens) and unknown key ids. */
+ * key still opens), unknown key ids, and the keyring's reused cipher contexts (keys and
+ * directions interleaved, a failed open in between, several threads at once). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <string.h>
 
 #include "ent/seal.h"
@@ -115,12 +117,87 @@ static void test_seal_rotation(void **state)
     ent_keyring_free(only_new);
 }
 
+/* Seals under the current key, opens under the older one, fails an open, in every order: each
+ * blob must open with a fresh one-key ring, so no reused context kept the wrong key. */
+static void test_seal_reused_contexts_follow_key(void **state)
+{
+    struct ent_keyring *both = ring("s2 " K2 "\ns1 " K1 "\n");
+    struct ent_keyring *old = ring("s1 " K1 "\n");
+    struct ent_keyring *only_new = ring("s2 " K2 "\n");
+    uint8_t b1[128], b2[128], out[128];
+    size_t l1 = 0, l2 = 0, ol = 0;
+    (void)state;
+
+    assert_int_equal(ent_seal(old, "t", (const uint8_t *)"one", 3, b1, sizeof(b1), &l1), ENT_OK);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(ent_unseal(both, "t", b1, l1, out, sizeof(out), &ol, NULL), ENT_OK);
+        assert_memory_equal(out, "one", 3);
+        assert_int_equal(ent_seal(both, "t", (const uint8_t *)"two", 3, b2, sizeof(b2), &l2),
+                         ENT_OK);
+        assert_int_equal(ent_unseal(only_new, "t", b2, l2, out, sizeof(out), &ol, NULL), ENT_OK);
+        assert_memory_equal(out, "two", 3);
+        b2[l2 - 1] ^= 0x80;
+        assert_int_equal(ent_unseal(both, "t", b2, l2, out, sizeof(out), &ol, NULL), ENT_EAUTH);
+        b2[l2 - 1] ^= 0x80;
+        assert_int_equal(ent_unseal(both, "t", b2, l2, out, sizeof(out), &ol, NULL), ENT_OK);
+        assert_memory_equal(out, "two", 3);
+    }
+    ent_keyring_free(both);
+    ent_keyring_free(old);
+    ent_keyring_free(only_new);
+}
+
+struct seal_worker {
+    struct ent_keyring *kr;
+    int failures;
+};
+
+static void *seal_worker_run(void *arg)
+{
+    struct seal_worker *w = arg;
+    for (unsigned i = 0; i < 500; i++) {
+        uint8_t pt[8], blob[128], out[128];
+        size_t bl = 0, ol = 0;
+        memcpy(pt, &i, sizeof(i));
+        memcpy(pt + 4, &w, 4);
+        if (ent_seal(w->kr, "t", pt, sizeof(pt), blob, sizeof(blob), &bl) != ENT_OK ||
+            ent_unseal(w->kr, "t", blob, bl, out, sizeof(out), &ol, NULL) != ENT_OK ||
+            ol != sizeof(pt) || memcmp(out, pt, ol) != 0)
+            w->failures++;
+        blob[bl - 1] ^= 1;
+        if (ent_unseal(w->kr, "t", blob, bl, out, sizeof(out), &ol, NULL) != ENT_EAUTH)
+            w->failures++;
+    }
+    return NULL;
+}
+
+/* More threads than cores share one keyring's context pool. */
+static void test_seal_threads_share_keyring(void **state)
+{
+    struct ent_keyring *kr = ring("s2 " K2 "\ns1 " K1 "\n");
+    struct seal_worker w[6];
+    pthread_t t[6];
+    (void)state;
+
+    for (size_t i = 0; i < 6; i++) {
+        w[i] = (struct seal_worker){.kr = kr};
+        assert_int_equal(pthread_create(&t[i], NULL, seal_worker_run, &w[i]), 0);
+    }
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(w[i].failures, 0);
+    }
+    ent_keyring_free(kr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seal_keyring_parse),
         cmocka_unit_test(test_seal_round_trip_and_tamper),
         cmocka_unit_test(test_seal_rotation),
+        cmocka_unit_test(test_seal_reused_contexts_follow_key),
+        cmocka_unit_test(test_seal_threads_share_keyring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
