@@ -115,7 +115,9 @@ static ent_err push_device(struct policyd *p, const struct pd_subscriber *sub,
     push.notif_action = dev->notif_action;
     push.msisdn = (char *)sub->msisdn;
     push.changed_unix_ms = ent_wall_ms(); /* the change time, kept across resends */
-    ent_err rc = pd_relay_enqueue(&p->relay, &push);
+    /* Within a fan-out the walk writes the batch (pd_devices_walk). */
+    ent_err rc = p->push_batch ? pd_push_batch_add(p->push_batch, &push)
+                               : pd_relay_enqueue(&p->relay, &push);
     ent_counter_inc(&pushes, rc == ENT_OK ? "queued" : ent_err_name(rc));
     if (rc != ENT_OK)
         ENT_LOG_ERROR(NULL, "policyd.push_not_queued",
@@ -160,10 +162,30 @@ ent_err pd_push_if_changed(struct policyd *p, const struct pd_subscriber *after,
     return rc;
 }
 
+/* Writes the fan-out's collected pushes; keeps the first error in *first. */
+static void walk_flush(struct policyd *p, struct pd_push_batch *b, ent_err *first)
+{
+    if (b->n == 0)
+        return;
+    ent_err rc = pd_relay_enqueue_batch(&p->relay, b);
+    if (rc != ENT_OK) {
+        ENT_LOG_ERROR(NULL, "policyd.push_not_queued", ENT_KV_U64("pushes", b->n),
+                      ENT_KV_STR("reason", ent_err_name(rc)));
+        pd_push_batch_clear(b);
+        if (*first == ENT_OK)
+            *first = rc;
+    }
+}
+
 ent_err pd_devices_walk(struct policyd *p, const char *what, pd_device_visit_fn visit, void *ud)
 {
     ent_err first = ENT_OK;
     char *after = NULL;
+    /* The pushes a walk finds are written PD_PUSH_BATCH_MAX at a time: one store write per
+     * batch instead of one per device keeps a large fan-out from holding the loop. */
+    struct pd_push_batch batch = {0};
+    struct pd_push_batch *outer = p->push_batch;
+    p->push_batch = &batch;
     for (;;) {
         struct ent_store_page page = {0};
         ent_err rc = ent_store_query(p->store, ENT_COLL_DEVICES, -1, NULL, after, 500, &page);
@@ -172,13 +194,17 @@ ent_err pd_devices_walk(struct policyd *p, const char *what, pd_device_visit_fn 
         if (rc != ENT_OK) {
             ENT_LOG_WARN(NULL, "policyd.push_scan_failed", ENT_KV_STR("walk", what),
                          ENT_KV_STR("reason", ent_err_name(rc)));
-            return first != ENT_OK ? first : rc;
+            if (first == ENT_OK)
+                first = rc;
+            break;
         }
         for (size_t i = 0; i < page.n; i++) {
             /* Keep going after a failure: every other device still gets its intent. */
             rc = visit(p, &page.docs[i], ud);
             if (rc != ENT_OK && first == ENT_OK)
                 first = rc;
+            if (batch.n >= PD_PUSH_BATCH_MAX)
+                walk_flush(p, &batch, &first);
         }
         if (page.next_after)
             after = strdup(page.next_after);
@@ -186,6 +212,9 @@ ent_err pd_devices_walk(struct policyd *p, const char *what, pd_device_visit_fn 
         if (!after)
             break;
     }
+    walk_flush(p, &batch, &first);
+    pd_push_batch_free(&batch);
+    p->push_batch = outer;
     return first;
 }
 

@@ -89,6 +89,7 @@ struct policyd {
     struct ent_store *push_queue; /* the relay's own store (relay.h), owned by the core */
     struct pd_relay relay;        /* hands queued push intents to notifyd */
     bool relay_on;
+    struct pd_push_batch *push_batch; /* set while a fan-out collects its pushes (events.c) */
 
     struct pd_pending *pending; /* admin requests waiting for authd */
     struct pd_import *imports;  /* imports in progress */

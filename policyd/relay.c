@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The push relay (diagram and contract in relay.h): the queue writes, the claim timer, one
- * Push RPC per claimed intent, and what each outcome does to the intent. The idempotency key
- * travels inside the stored PushRequest, so every resend of one intent (after a timeout, a
- * restart or a takeover) carries the same key and notifyd keeps one outbox item for it. */
+ * Push RPC per push of a claimed intent, and what the outcomes do to the intent. The
+ * idempotency key travels inside each stored PushRequest, so every resend (after a timeout,
+ * a restart or a takeover) carries the same key and notifyd keeps one outbox item for it —
+ * which is also why a batch whose handoff partly failed is simply resent whole. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +30,36 @@ static ent_gauge queue_oldest = ENT_GAUGE("entitle_policyd_push_queue_oldest_pen
 
 #define STATS_INTERVAL_MS 2000
 
+struct handoff;
+
+struct push_call {
+    struct handoff *h;
+    size_t index; /* in h->intent->pushes */
+};
+
+/* One claimed intent being handed over: its pushes go out as separate Push RPCs and the
+ * intent is settled once every one has answered. */
 struct handoff {
     struct pd_relay *r;
     uint64_t id;
     uint64_t lease_token;
     uint32_t attempts;
+    Entitle__V1__PushIntent *intent;
+    struct push_call *calls;
+    bool *refused_at;  /* per push: notifyd refused it for good (or it does not decode) */
+    size_t pending;    /* Push RPCs not answered yet */
+    ent_err transient; /* first failure that a resend may cure, or ENT_OK */
+    ent_err refused;   /* first refusal, or ENT_OK */
 };
+
+static void handoff_free(struct handoff *h)
+{
+    if (h->intent)
+        entitle__v1__push_intent__free_unpacked(h->intent, NULL);
+    free(h->calls);
+    free(h->refused_at);
+    free(h);
+}
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -141,9 +166,41 @@ static void relay_retry(struct handoff *h, ent_err why, bool permanent)
     }
 }
 
-static void on_handoff_reply(ent_err status, Entitle__V1__Response *resp, void *ud)
+static ent_err queue_write(struct pd_relay *r, const ProtobufCBinaryData *pushes, size_t n,
+                           const char *coalesce_key);
+
+/* Every push of h has answered: ack the intent, resend it whole after a backoff, or
+ * dead-letter what notifyd refused. */
+static void handoff_settle(struct handoff *h)
 {
-    struct handoff *h = ud;
+    struct pd_relay *r = h->r;
+    if (h->transient != ENT_OK) {
+        /* The pushes notifyd took come back as duplicates of their keys: nothing twice. */
+        relay_retry(h, h->transient, false);
+    } else if (h->refused != ENT_OK && h->intent->n_pushes == 1) {
+        relay_retry(h, h->refused, true);
+    } else {
+        /* A batch with refusals: each refused push becomes an intent of its own, which the
+         * next handoff dead-letters; the batch itself is done. */
+        ent_err rc = ENT_OK;
+        for (size_t i = 0; rc == ENT_OK && i < h->intent->n_pushes; i++)
+            if (h->refused_at[i])
+                rc = queue_write(r, &h->intent->pushes[i], 1, NULL);
+        if (rc != ENT_OK) {
+            relay_retry(h, rc, false);
+        } else {
+            rc = ent_store_outbox_ack(r->queue, h->id, h->lease_token);
+            if (rc != ENT_OK) /* re-claimed meanwhile: notifyd drops the resend by its key */
+                ent_counter_inc(&queue_errors, "ack", ent_err_name(rc));
+        }
+    }
+    handoff_free(h);
+}
+
+static void on_push_reply(ent_err status, Entitle__V1__Response *resp, void *ud)
+{
+    struct push_call *call = ud;
+    struct handoff *h = call->h;
     struct pd_relay *r = h->r;
     bool answered = status == ENT_OK;
     if (answered && resp->status && resp->status->code != ENTITLE__V1__CODE__OK)
@@ -154,9 +211,6 @@ static void on_handoff_reply(ent_err status, Entitle__V1__Response *resp, void *
             result = resp->push->duplicate ? "duplicate"
                                            : (resp->push->coalesced ? "coalesced" : "queued");
         ent_counter_inc(&handoffs, result);
-        ent_err rc = ent_store_outbox_ack(r->queue, h->id, h->lease_token);
-        if (rc != ENT_OK) /* re-claimed meanwhile: notifyd drops the resend by its key */
-            ent_counter_inc(&queue_errors, "ack", ent_err_name(rc));
         r->stats.delivered++;
         if (r->failing) {
             r->failing = false;
@@ -165,16 +219,60 @@ static void on_handoff_reply(ent_err status, Entitle__V1__Response *resp, void *
         }
     } else {
         ent_counter_inc(&handoffs, ent_err_name(status));
-        relay_retry(h, status, answered && (status == ENT_EINVAL || status == ENT_ETOOBIG));
+        if (answered && (status == ENT_EINVAL || status == ENT_ETOOBIG)) {
+            h->refused_at[call->index] = true;
+            if (h->refused == ENT_OK)
+                h->refused = status;
+        } else if (h->transient == ENT_OK) {
+            h->transient = status;
+        }
     }
     if (resp)
         entitle__v1__response__free_unpacked(resp, NULL);
-    free(h);
     r->inflight--;
+    if (--h->pending == 0)
+        handoff_settle(h);
     if (r->closing)
         relay_maybe_closed(r);
     else if (status == ENT_OK)
         relay_kick(r); /* a slot is free and more may be due */
+}
+
+/* Sends push i of h; false (with h->transient or the refusal noted) when it cannot go. */
+static bool handoff_send_one(struct handoff *h, size_t i)
+{
+    struct pd_relay *r = h->r;
+    const ProtobufCBinaryData *bin = &h->intent->pushes[i];
+    Entitle__V1__PushRequest *push = entitle__v1__push_request__unpack(NULL, bin->len, bin->data);
+    if (!push || !push->idempotency_key || !push->idempotency_key[0]) {
+        if (push)
+            entitle__v1__push_request__free_unpacked(push, NULL);
+        ent_counter_inc(&handoffs, "undecodable");
+        h->refused_at[i] = true;
+        if (h->refused == ENT_OK)
+            h->refused = ENT_EPROTO;
+        return false;
+    }
+    Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
+    Entitle__V1__RequestHeader hdr = ENTITLE__V1__REQUEST_HEADER__INIT;
+    hdr.idempotency_key = push->idempotency_key;
+    req.header = &hdr;
+    req.body_case = ENTITLE__V1__REQUEST__BODY_PUSH;
+    req.push = push;
+    h->calls[i] = (struct push_call){.h = h, .index = i};
+    ent_err rc =
+        ent_bus_call(r->notifyd, &req, r->cfg.call_timeout_ms, NULL, on_push_reply, &h->calls[i]);
+    entitle__v1__push_request__free_unpacked(push, NULL);
+    if (rc != ENT_OK) {
+        ent_counter_inc(&handoffs, ent_err_name(rc));
+        if (h->transient == ENT_OK)
+            h->transient = rc;
+        return false;
+    }
+    h->pending++;
+    r->inflight++;
+    r->stats.sent++;
+    return true;
 }
 
 static void relay_send(struct pd_relay *r, const struct ent_store_outbox_item *it)
@@ -184,31 +282,26 @@ static void relay_send(struct pd_relay *r, const struct ent_store_outbox_item *i
         return; /* the lease runs out and the intent comes back */
     *h = (struct handoff){
         .r = r, .id = it->id, .lease_token = it->lease_token, .attempts = it->attempts};
-    Entitle__V1__PushRequest *push = entitle__v1__push_request__unpack(NULL, it->len, it->payload);
-    if (!push || !push->idempotency_key || !push->idempotency_key[0]) {
-        if (push)
-            entitle__v1__push_request__free_unpacked(push, NULL);
+    h->intent = entitle__v1__push_intent__unpack(NULL, it->len, it->payload);
+    if (!h->intent || h->intent->n_pushes == 0) {
         ent_counter_inc(&handoffs, "undecodable");
         relay_retry(h, ENT_EPROTO, true);
-        free(h);
+        handoff_free(h);
         return;
     }
-    Entitle__V1__Request req = ENTITLE__V1__REQUEST__INIT;
-    Entitle__V1__RequestHeader hdr = ENTITLE__V1__REQUEST_HEADER__INIT;
-    hdr.idempotency_key = push->idempotency_key;
-    req.header = &hdr;
-    req.body_case = ENTITLE__V1__REQUEST__BODY_PUSH;
-    req.push = push;
-    ent_err rc = ent_bus_call(r->notifyd, &req, r->cfg.call_timeout_ms, NULL, on_handoff_reply, h);
-    entitle__v1__push_request__free_unpacked(push, NULL);
-    if (rc != ENT_OK) {
-        ent_counter_inc(&handoffs, ent_err_name(rc));
-        relay_retry(h, rc, false);
-        free(h);
+    size_t n = h->intent->n_pushes;
+    h->calls = calloc(n, sizeof(*h->calls));
+    h->refused_at = calloc(n, sizeof(*h->refused_at));
+    if (!h->calls || !h->refused_at) {
+        handoff_free(h); /* the lease runs out and the intent comes back */
         return;
     }
-    r->inflight++;
-    r->stats.sent++;
+    /* Held so that replies arriving during the loop below cannot settle h early. */
+    h->pending = 1;
+    for (size_t i = 0; i < n && h->transient == ENT_OK; i++)
+        handoff_send_one(h, i);
+    if (--h->pending == 0)
+        handoff_settle(h);
 }
 
 static void relay_pump(struct pd_relay *r)
@@ -287,30 +380,111 @@ ent_err pd_relay_init(struct pd_relay *r, uv_loop_t *loop, struct ent_store *que
     return ENT_OK;
 }
 
-ent_err pd_relay_enqueue(struct pd_relay *r, const Entitle__V1__PushRequest *push)
+/* Writes pushes[0..n) as one queue item (the caller keeps them within the size limit). */
+static ent_err queue_write(struct pd_relay *r, const ProtobufCBinaryData *pushes, size_t n,
+                           const char *coalesce_key)
 {
-    if (r->closing)
-        return ENT_ECLOSED;
-    if (!push->idempotency_key || !push->idempotency_key[0])
-        return ENT_EINVAL;
-    size_t len = entitle__v1__push_request__get_packed_size(push);
+    Entitle__V1__PushIntent intent = ENTITLE__V1__PUSH_INTENT__INIT;
+    intent.pushes = (ProtobufCBinaryData *)pushes;
+    intent.n_pushes = n;
+    size_t len = entitle__v1__push_intent__get_packed_size(&intent);
     if (len > ENT_STORE_OUTBOX_MAX)
         return ENT_ETOOBIG;
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return ENT_ENOMEM;
-    entitle__v1__push_request__pack(push, buf);
+    entitle__v1__push_intent__pack(&intent, buf);
     bool coalesced = false;
-    ent_err rc = ent_store_outbox_enqueue(r->queue, push->idempotency_key, buf, len,
-                                          (int64_t)ent_wall_ms(), NULL, &coalesced);
+    ent_err rc = ent_store_outbox_enqueue(r->queue, coalesce_key, buf, len, (int64_t)ent_wall_ms(),
+                                          NULL, &coalesced);
     free(buf);
     if (rc != ENT_OK) {
         ent_counter_inc(&queue_errors, "enqueue", ent_err_name(rc));
         return rc;
     }
-    r->stats.queued++;
+    r->stats.queued += n;
     relay_kick(r);
     return ENT_OK;
+}
+
+/* Packs push into bin (malloc'd data). */
+static ent_err push_pack(const Entitle__V1__PushRequest *push, ProtobufCBinaryData *bin)
+{
+    if (!push->idempotency_key || !push->idempotency_key[0])
+        return ENT_EINVAL;
+    size_t len = entitle__v1__push_request__get_packed_size(push);
+    if (len + 16 > ENT_STORE_OUTBOX_MAX)
+        return ENT_ETOOBIG;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return ENT_ENOMEM;
+    entitle__v1__push_request__pack(push, buf);
+    *bin = (ProtobufCBinaryData){.len = len, .data = buf};
+    return ENT_OK;
+}
+
+ent_err pd_relay_enqueue(struct pd_relay *r, const Entitle__V1__PushRequest *push)
+{
+    if (r->closing)
+        return ENT_ECLOSED;
+    ProtobufCBinaryData bin;
+    ent_err rc = push_pack(push, &bin);
+    if (rc != ENT_OK)
+        return rc;
+    rc = queue_write(r, &bin, 1, push->idempotency_key);
+    free(bin.data);
+    return rc;
+}
+
+ent_err pd_push_batch_add(struct pd_push_batch *b, const Entitle__V1__PushRequest *push)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 32;
+        ProtobufCBinaryData *items = realloc(b->items, cap * sizeof(*items));
+        if (!items)
+            return ENT_ENOMEM;
+        b->items = items;
+        b->cap = cap;
+    }
+    ent_err rc = push_pack(push, &b->items[b->n]);
+    if (rc != ENT_OK)
+        return rc;
+    b->n++;
+    return ENT_OK;
+}
+
+ent_err pd_relay_enqueue_batch(struct pd_relay *r, struct pd_push_batch *b)
+{
+    if (r->closing)
+        return ENT_ECLOSED;
+    size_t start = 0;
+    while (start < b->n) {
+        /* As many as fit one queue item (an element costs its bytes plus tag and length). */
+        size_t end = start, bytes = 0;
+        while (end < b->n &&
+               (end == start || bytes + b->items[end].len + 16 <= ENT_STORE_OUTBOX_MAX))
+            bytes += b->items[end++].len + 16;
+        ent_err rc = queue_write(r, &b->items[start], end - start, NULL);
+        if (rc != ENT_OK)
+            return rc; /* what was written stays queued; the caller reports the failure */
+        start = end;
+    }
+    pd_push_batch_clear(b);
+    return ENT_OK;
+}
+
+void pd_push_batch_clear(struct pd_push_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->items[i].data);
+    b->n = 0;
+}
+
+void pd_push_batch_free(struct pd_push_batch *b)
+{
+    pd_push_batch_clear(b);
+    free(b->items);
+    *b = (struct pd_push_batch){0};
 }
 
 size_t pd_relay_inflight(const struct pd_relay *r)

@@ -3,7 +3,12 @@
  * hands them to notifyd. A change that alters a device's answer writes one intent (a packed
  * PushRequest carrying its idempotency key) into the queue before the admin API answers;
  * the relay claims due intents under a lease, sends each to notifyd's Push RPC and deletes
- * it only after notifyd answered OK (the push is then in notifyd's own outbox). Failures go
+ * it only after notifyd answered OK (the push is then in notifyd's own outbox). A fan-out
+ * over many devices (a plan or rule change) queues its pushes in batches, one queue item and
+ * one store write per batch: the handoff sends each push of an item and settles the item
+ * when all have answered (a transient failure resends the item whole: notifyd answers the
+ * pushes it already took as duplicates of their keys; a push notifyd refuses is split off
+ * into an intent of its own, which becomes a dead letter). Failures go
  * back to the queue with exponential backoff and jitter, so an intent survives notifyd being
  * down and policyd restarting; replicas sharing the queue never send the same intent at once
  * while its lease runs, and take over a crashed replica's intents once its lease ended.
@@ -57,9 +62,9 @@ struct pd_relay_cfg {
 
 /* Counters of this relay since init, for tests and logs (the metrics are process-wide). */
 struct pd_relay_stats {
-    uint64_t queued;    /* intents written (coalesced ones included) */
+    uint64_t queued;    /* pushes written (coalesced ones included) */
     uint64_t sent;      /* Push RPCs started */
-    uint64_t delivered; /* acknowledged by notifyd and deleted */
+    uint64_t delivered; /* pushes acknowledged by notifyd */
     uint64_t retries;   /* handoffs that failed and were re-queued */
     uint64_t dead;      /* intents notifyd refused for good */
 };
@@ -96,6 +101,28 @@ ent_err pd_relay_init(struct pd_relay *r, uv_loop_t *loop, struct ent_store *que
  * idempotency key), ENT_ETOOBIG, ENT_ENOMEM, ENT_ECLOSED (closing), the store's
  * ENT_EUNAVAIL / ENT_ESTORE. */
 ent_err pd_relay_enqueue(struct pd_relay *r, const Entitle__V1__PushRequest *push);
+
+/* Pushes collected for one queue write (pd_relay_enqueue_batch()); zero-initialise. */
+struct pd_push_batch {
+    ProtobufCBinaryData *items; /* packed PushRequests, owned */
+    size_t n, cap;
+};
+/* A fan-out writes its batch at this many pushes. */
+#define PD_PUSH_BATCH_MAX 256
+
+/* Any thread (b is the caller's). Packs push (idempotency_key required) into b. Errors:
+ * ENT_EINVAL (no key), ENT_ETOOBIG, ENT_ENOMEM (b unchanged). */
+ent_err pd_push_batch_add(struct pd_push_batch *b, const Entitle__V1__PushRequest *push);
+
+/* Loop thread. Writes every push of b durably, as few queue items as the size limit allows
+ * (no coalescing by key: notifyd drops duplicates by their keys), wakes the relay and
+ * empties b. On an error the items written so far stay queued and b keeps every push (the
+ * caller reports the change as not fully done). Errors as pd_relay_enqueue(). */
+ent_err pd_relay_enqueue_batch(struct pd_relay *r, struct pd_push_batch *b);
+
+/* Empties b, keeping its array; pd_push_batch_free() releases everything. */
+void pd_push_batch_clear(struct pd_push_batch *b);
+void pd_push_batch_free(struct pd_push_batch *b);
 
 /* Loop thread. Push RPCs outstanding (drain waits for them). */
 size_t pd_relay_inflight(const struct pd_relay *r);

@@ -5,8 +5,10 @@
  * (connection refused), silent (receives, never answers), answer OK or refuse with EINVAL.
  * Covers: an intent retried until notifyd answers, then deleted, always with one key; an
  * intent left by a stopped relay delivered by the next one; a crashed replica's leased
- * intent taken over after its lease; a refused intent dead-lettered instead of resent; the
- * backoff bounds. Every wait is bounded; nothing asserts how long anything took. */
+ * intent taken over after its lease; a refused intent dead-lettered instead of resent; a
+ * fan-out batch written as one item, resent whole after a transient failure, its refused
+ * push split off and dead-lettered alone; the backoff bounds. Every wait is bounded; nothing
+ * asserts how long anything took. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +26,8 @@
 #include "ent_test_net.h"
 #include "relay.h"
 
-enum fake_mode { FAKE_SILENT, FAKE_OK, FAKE_EINVAL };
+/* FAKE_PICKY: answers OK, except EINVAL for keys containing ":bad". */
+enum fake_mode { FAKE_SILENT, FAKE_OK, FAKE_EINVAL, FAKE_PICKY };
 
 /* The stand-in notifyd. */
 struct fake {
@@ -79,7 +82,11 @@ static void *fake_main(void *arg)
             Entitle__V1__PushResponse pr = ENTITLE__V1__PUSH_RESPONSE__INIT;
             resp.request_id = req->header ? req->header->request_id : 0;
             resp.status = &st;
-            if (mode == FAKE_EINVAL) {
+            bool refuse =
+                mode == FAKE_EINVAL ||
+                (mode == FAKE_PICKY && req->body_case == ENTITLE__V1__REQUEST__BODY_PUSH &&
+                 strstr(req->push->idempotency_key, ":bad") != NULL);
+            if (refuse) {
                 st.code = (Entitle__V1__Code)ENT_EINVAL;
                 st.message = "test refuses";
             } else {
@@ -330,10 +337,18 @@ static void test_relay_takes_over_expired_lease(void **state)
     /* A replica queued the intent, claimed it and died without an answer. */
     Entitle__V1__PushRequest push;
     intent_init(&push);
-    uint8_t buf[512];
-    size_t len = entitle__v1__push_request__get_packed_size(&push);
+    uint8_t one[512], buf[600];
+    size_t one_len = entitle__v1__push_request__get_packed_size(&push);
+    assert_true(one_len <= sizeof(one));
+    entitle__v1__push_request__pack(&push, one);
+    /* The queue's item format: a PushIntent holding packed PushRequests. */
+    ProtobufCBinaryData bin = {.len = one_len, .data = one};
+    Entitle__V1__PushIntent intent = ENTITLE__V1__PUSH_INTENT__INIT;
+    intent.pushes = &bin;
+    intent.n_pushes = 1;
+    size_t len = entitle__v1__push_intent__get_packed_size(&intent);
     assert_true(len <= sizeof(buf));
-    entitle__v1__push_request__pack(&push, buf);
+    entitle__v1__push_intent__pack(&intent, buf);
     assert_int_equal(
         ent_store_outbox_enqueue(E.queue, KEY, buf, len, (int64_t)ent_wall_ms(), NULL, NULL),
         ENT_OK);
@@ -395,6 +410,82 @@ static void test_relay_backoff_grows_capped_with_jitter(void **state)
     assert_int_equal(pd_relay_backoff_ms(1, 0, 0, 7), 1);
 }
 
+/* A batch of n pushes with keys "batch:<i>" (":bad" appended to index bad, if any). */
+static void enqueue_batch(size_t n, size_t bad)
+{
+    static char *apps[] = {"ap2004"};
+    struct pd_push_batch b = {0};
+    for (size_t i = 0; i < n; i++) {
+        char key[64], terminal[32];
+        snprintf(key, sizeof(key), "batch:%zu%s", i, i == bad ? ":bad" : "");
+        snprintf(terminal, sizeof(terminal), "imei-%zu", i);
+        Entitle__V1__PushRequest push = ENTITLE__V1__PUSH_REQUEST__INIT;
+        push.subscriber_id = "001010000000001";
+        push.terminal_id = terminal;
+        push.app_ids = apps;
+        push.n_app_ids = 1;
+        push.idempotency_key = key;
+        push.notif_token = "fcm-token-1";
+        push.notif_action = 2;
+        assert_int_equal(pd_push_batch_add(&b, &push), ENT_OK);
+    }
+    Entitle__V1__PushRequest nokey = ENTITLE__V1__PUSH_REQUEST__INIT;
+    assert_int_equal(pd_push_batch_add(&b, &nokey), ENT_EINVAL);
+    assert_int_equal(b.n, n);
+    assert_int_equal(pd_relay_enqueue_batch(&E.relay, &b), ENT_OK);
+    assert_int_equal(b.n, 0);
+    pd_push_batch_free(&b);
+}
+
+static bool queue_empty(void)
+{
+    uint64_t pending = 0, dead = 0;
+    queue_depth(&pending, &dead);
+    return pending == 0;
+}
+
+static bool five_delivered(void)
+{
+    return E.relay.stats.delivered >= 5;
+}
+static bool split_dead(void)
+{
+    return E.relay.stats.dead >= 1;
+}
+
+static void test_relay_batch_one_item_resent_whole_refusal_split(void **state)
+{
+    (void)state;
+    /* notifyd absent: the batch is one queue item, retried as a whole. */
+    relay_start();
+    enqueue_batch(5, SIZE_MAX);
+    uint64_t pending = 0, dead = 0;
+    queue_depth(&pending, &dead);
+    assert_int_equal(pending, 1);
+    assert_int_equal(E.relay.stats.queued, 5);
+    run_until(two_retries, "two failed handoffs of the batch");
+    fake_start(FAKE_PICKY);
+    run_until(five_delivered, "every push of the batch delivered once notifyd answers");
+    run_until(queue_empty, "the batch item deleted");
+    relay_stop();
+    fake_stop();
+
+    /* One push notifyd refuses: the other four are done, the refused one is split off into
+     * an intent of its own and becomes a dead letter after its own handoff. */
+    fake_start(FAKE_PICKY);
+    atomic_store(&E.fake.received, 0);
+    relay_start();
+    enqueue_batch(5, 2);
+    run_until(split_dead, "the refused push dead-lettered");
+    assert_int_equal(E.relay.stats.delivered, 4);
+    queue_depth(&pending, &dead);
+    assert_int_equal(pending, 0);
+    assert_int_equal(dead, 1);
+    /* the batch's 5 handoffs, then the split-off push's own one */
+    assert_int_equal(atomic_load(&E.fake.received), 6);
+    relay_stop();
+}
+
 int main(void)
 {
     (void)ent_test_connect;
@@ -404,6 +495,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_restart_delivers_pending_intent, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_takes_over_expired_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_batch_one_item_resent_whole_refusal_split, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_relay_dead_letters_refused_intent, setup, teardown),
         cmocka_unit_test(test_relay_backoff_grows_capped_with_jitter),
     };
