@@ -41,7 +41,6 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "aka/aka_prime.h"
 #include "aka/eap_aka.h"
@@ -284,7 +283,7 @@ static ent_err exchange_id_new(uint8_t xid[EXCHANGE_ID_LEN], uint8_t *identifier
     uint8_t rnd[EXCHANGE_ID_LEN - 6 + 1]; /* one DRBG call for both */
     uint64_t ms = ent_wall_ms();
 
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+    if (ent_random_bytes(rnd, sizeof(rnd)) != ENT_OK)
         return ENT_EINTERNAL;
     for (int i = 0; i < 6; i++)
         xid[i] = (uint8_t)(ms >> (8 * (5 - i)));

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
+#include "ent/seal.h"
 #include "ent/util.h"
 
 /* TS 33.102 §6.3.3: AMF* in MAC-S is the dummy value 0000. */
@@ -26,7 +26,7 @@ ent_err ent_aka_vector_generate(struct ent_aka_vector *out, const uint8_t k[ENT_
         return ENT_EINVAL;
     if (rand != NULL)
         memcpy(r, rand, sizeof(r));
-    else if (RAND_bytes(r, sizeof(r)) != 1)
+    else if (ent_random_bytes(r, sizeof(r)) != ENT_OK)
         return ENT_EINTERNAL;
     ent_sqn_to_bytes(sqn_b, sqn);
     rc = ent_milenage_run(&m, ENT_MILENAGE_F1 | ENT_MILENAGE_F2345, k, opc, r, sqn_b, amf);

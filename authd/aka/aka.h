@@ -50,8 +50,8 @@ struct ent_aka_usim_result {
 };
 
 /* Builds a vector for SQN `sqn` (<= ENT_SQN_MAX) and `amf`. `rand` gives RAND, or NULL to
- * draw it from OpenSSL's RAND_bytes. ENT_EINVAL for a bad SQN, ENT_EINTERNAL if the random
- * generator fails, otherwise as Milenage. */
+ * draw it from OpenSSL's DRBG (ent_random_bytes()). ENT_EINVAL for a bad SQN, ENT_EINTERNAL if the
+ * random generator fails, otherwise as Milenage. */
 ent_err ent_aka_vector_generate(struct ent_aka_vector *out, const uint8_t k[ENT_MILENAGE_K_LEN],
                                 const uint8_t opc[ENT_MILENAGE_OP_LEN], uint64_t sqn,
                                 const uint8_t amf[ENT_AKA_AMF_LEN],

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* AES-256-GCM sealing under a keyring (ent/seal.h): the keyring file parser and the blob
- * format. The random nonce is 96 bits from RAND_bytes; with at most 2^32 blobs per key the
- * collision risk stays below NIST SP 800-38D's bound, which is why keys rotate. Callers own
- * the meaning and lifetime of what they seal.
+ * format. The random nonce is 96 bits from OpenSSL's DRBG (ent_random_bytes()); with at most 2^32
+ * blobs per key the collision risk stays below NIST SP 800-38D's bound, which is why keys rotate.
+ * Callers own the meaning and lifetime of what they seal.
  *
  * Cipher contexts: the keyring fetches AES-256-GCM once and keeps a small pool of cipher
  * contexts that seal and open borrow under a mutex, each remembering the key it was last
@@ -317,6 +317,16 @@ out:
     return rc;
 }
 
+ent_err ent_random_bytes(uint8_t *out, size_t n)
+{
+    /* The calling thread's DRBG (NULL only if OpenSSL cannot set one up: then the slow
+     * path, which fails the same way or succeeds through another RAND method). */
+    EVP_RAND_CTX *drbg = RAND_get0_public(NULL);
+    if (drbg != NULL)
+        return EVP_RAND_generate(drbg, out, n, 0, 0, NULL, 0) == 1 ? ENT_OK : ENT_EINTERNAL;
+    return n <= INT32_MAX && RAND_bytes(out, (int)n) == 1 ? ENT_OK : ENT_EINTERNAL;
+}
+
 ent_err ent_seal(const struct ent_keyring *kr, const char *purpose, const uint8_t *pt,
                  size_t pt_len, uint8_t *out, size_t cap, size_t *out_len)
 {
@@ -332,8 +342,9 @@ ent_err ent_seal(const struct ent_keyring *kr, const char *purpose, const uint8_
     out[0] = ENT_SEAL_VERSION;
     out[1] = k->id_len;
     memcpy(out + 2, k->id, k->id_len);
-    if (RAND_bytes(out + hdr_len, ENT_SEAL_NONCE_LEN) != 1)
-        return ENT_EINTERNAL;
+    rc = ent_random_bytes(out + hdr_len, ENT_SEAL_NONCE_LEN);
+    if (rc != ENT_OK)
+        return rc;
     rc = seal_gcm(kr, true, k, out + hdr_len, purpose, out, hdr_len, pt, pt_len,
                   out + hdr_len + ENT_SEAL_NONCE_LEN, out + hdr_len + ENT_SEAL_NONCE_LEN + pt_len);
     if (rc != ENT_OK)

@@ -75,4 +75,10 @@ ent_err ent_seal(const struct ent_keyring *kr, const char *purpose, const uint8_
 ent_err ent_unseal(const struct ent_keyring *kr, const char *purpose, const uint8_t *in, size_t len,
                    uint8_t *out, size_t cap, size_t *out_len, const char **key_id);
 
+/* Fills out[0..n) from OpenSSL's public DRBG of the calling thread: seal nonces, AKA RANDs,
+ * exchange ids. Any thread. RAND_bytes() ends in the same DRBG, but OpenSSL 3.0 first takes
+ * a process-wide write lock on every call to look up the RAND method; with authd's worker
+ * threads that lock was 8 % of its samples (issue #4). ENT_EINTERNAL if the DRBG fails. */
+ent_err ent_random_bytes(uint8_t *out, size_t n);
+
 #endif
