@@ -12,6 +12,7 @@ suite must not inherit. Python packages: pytest, cryptography."""
 import base64
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -45,35 +46,44 @@ TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 # ---- small helpers ------------------------------------------------------------------------------
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+# Test ports come from below the kernel's ephemeral range (32768-60999 here, see
+# /proc/sys/net/ipv4/ip_local_port_range): a port taken from that range with bind(0) is free
+# only until some outgoing connection (a daemon dialling another) is given it as its local
+# port, and then the daemon meant to listen there fails with "address in use". Ranges start
+# at a random place per process and are never handed out twice by one process; each port is
+# checked bindable, so suites running side by side (ctest -j) skip each other's.
+_PORT_LO, _PORT_HI = 20000, 32000
+_ports_given = set()
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
+def _bindable(port):
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        t.close()
 
 
 def free_port_base(count):
-    """A base port with `count` consecutive free ports on 127.0.0.1."""
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + count > 65000:
+    """A base port with `count` consecutive free ports on 127.0.0.1, below the ephemeral
+    range, none handed out before by this process."""
+    for _ in range(200):
+        base = _port_rng.randrange(_PORT_LO, _PORT_HI - count)
+        block = range(base, base + count)
+        if any(p in _ports_given for p in block):
             continue
-        ok = True
-        for p in range(base, base + count):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
+        if all(_bindable(p) for p in block):
+            _ports_given.update(block)
             return base
     raise RuntimeError("no free port range")
+
+
+def free_port():
+    return free_port_base(1)
 
 
 def wait_for(cond, timeout, what):

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from e2e_support import free_port  # below the ephemeral port range
 
 SRC = Path(os.environ.get("ENTITLE_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 BUILD = Path(os.environ.get("ENTITLE_BUILD_DIR", SRC / "build"))
@@ -663,12 +664,6 @@ def test_alert_and_dashboard_metrics_exist(declared_metrics):
         assert want in used, f"dashboard has no panel on {want}"
     exprs = json.dumps(dash)
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_running_daemon_metrics_match_declarations(declared_metrics):

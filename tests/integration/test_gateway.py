@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from e2e_support import wait_caches_trusted
+from e2e_support import free_port, wait_caches_trusted
 
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
@@ -34,14 +34,6 @@ OPC = "cd63cb71954a9f4e48a5994e37a02baf"
 SUB1 = "001010000000001"
 SUB2 = "001010000000002"
 SUB3 = "001010000000003"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def http_get(url, timeout=3):

@@ -5,7 +5,6 @@ against docs/admin-api.yaml (jsonschema), authd unreachable -> 503/504 with noth
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -16,19 +15,13 @@ import jsonschema
 import pytest
 import yaml
 
+from e2e_support import free_port  # below the ephemeral port range
+
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
 SCALE = float(os.environ.get("ENTITLE_TEST_TIMEOUT_MULTIPLIER", "1"))
 WRITE = "w" * 32
 READ = "r" * 32
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def schema(name):

@@ -13,22 +13,36 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
-/* A port that was free a moment ago on 127.0.0.1 (bind to 0, read it back, close). */
+/* A port that was free a moment ago on 127.0.0.1, taken from below the kernel's ephemeral
+ * range (32768-60999 by default): a port from bind(0) lies inside that range and can be
+ * given to any outgoing connection (a client dialling a server in the same test) before the
+ * test listens on it. Starts at a random place per process and never hands out the same port
+ * twice in one process. */
 static int ent_test_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
+    enum { LO = 20000, HI = 32000 };
+    static unsigned next;
+    if (next == 0)
+        next = LO + (unsigned)((getpid() * 7919u) ^ (unsigned)time(NULL)) % (HI - LO);
+    for (int tries = 0; tries < 500; tries++) {
+        unsigned port = next++;
+        if (next >= HI)
+            next = LO;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            return -1;
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
+        close(fd);
+        if (rc == 0)
+            return (int)port;
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    return -1;
 }
 
 /* Connects to 127.0.0.1:port; returns the fd, or -errno (e.g. -ECONNREFUSED). */
