@@ -199,7 +199,7 @@ awk -v g="$G" -v n="$N" 'BEGIN { printf "ratio gateway/nginx: %.2f (target >= 0.
 # millisecond) to wake, and a sleeping client would add that to every request it sends and
 # every answer it reads. Its "backlog max" counts requests that fell due while every
 # connection waited for an answer (they still count from their due time); its wake-up lag is
-# how long CPU 1 was taken from it, so a p99 far above that comes from the server's CPU.
+# how long CPU 1 was taken from it, so a p99 far above that comes from CPU 0 or the host.
 # BENCH_PACED_ARGS replaces --busy-poll (BENCH_PACED_ARGS= runs a sleeping client).
 HALF=$(awk -v g="$G" 'BEGIN { printf "%d", g / 2 }')
 paced() { # label port
