@@ -45,15 +45,8 @@ static const struct ectl_col plan_cols[] = {
     {"COMPANIONS", "companion_limit", ECTL_COL_VALUE, NULL},
     {"VERSION", "version", ECTL_COL_VALUE, NULL},
 };
+/* Roaming and device rules: the same columns (MATCH prints the rule's match object). */
 static const struct ectl_col rule_cols[] = {
-    {"NAME", "name", ECTL_COL_VALUE, NULL},
-    {"MATCH", "match", ECTL_COL_VALUE, NULL},
-    {"ALLOW", "services", ECTL_COL_TRUE_KEYS, NULL},
-    {"DENY", "services", ECTL_COL_FALSE_KEYS, NULL},
-    {"MESSAGE", "message", ECTL_COL_VALUE, NULL},
-    {"VERSION", "version", ECTL_COL_VALUE, NULL},
-};
-static const struct ectl_col device_rule_cols[] = {
     {"NAME", "name", ECTL_COL_VALUE, NULL},
     {"MATCH", "match", ECTL_COL_VALUE, NULL},
     {"ALLOW", "services", ECTL_COL_TRUE_KEYS, NULL},
@@ -87,8 +80,8 @@ static const struct kind kinds[] = {
      "[--region R,...] [--group G,...] [--state S])",
      "entitlectl rollouts patch ID [--percentage N] [--state active|paused|rolled-back] "
      "[--region R,...] [--group G,...] [--file JSON] [--if-match ETAG]"},
-    {"device-rules", "/v1/device-rules", "device rule", device_rule_cols,
-     sizeof(device_rule_cols) / sizeof(device_rule_cols[0]),
+    {"device-rules", "/v1/device-rules", "device rule", rule_cols,
+     sizeof(rule_cols) / sizeof(rule_cols[0]),
      "entitlectl device-rules create|add (--file RULE.json | --name NAME --vendor V "
      "[--model M|PREFIX*] [--sw-min VER] [--sw-max VER] [--allow SVC,...] [--deny SVC,...] "
      "[--message TEXT])",
