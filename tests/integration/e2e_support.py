@@ -305,6 +305,28 @@ MONGO_SERVER = os.environ.get("ENTITLE_MONGO_SERVER") or os.path.join(
 MONGO_FIXTURE_URI = os.path.join(BUILD, "tests", "mongo", "server", "uri")
 
 
+def fcm_stack_env(tmp):
+    """A fake Google OAuth + FCM server and the ENTITLE_* environment that points notifyd at
+    it with quick outbox retries; the per-subscriber rate limit is lifted (suites make many
+    requests for one subscriber; the limiter itself is test_gateway's business). Returns
+    (fcm, env); the caller closes fcm."""
+    fcm = FakeFcm(None)
+    fcm.rsa_pub = write_service_account(str(tmp / "fcm-sa.json"), fcm).public_key()
+    env = {
+        "ENTITLE_FCM_PROJECT_ID": FCM_PROJECT,
+        "ENTITLE_FCM_CREDENTIALS_FILE": str(tmp / "fcm-sa.json"),
+        "ENTITLE_FCM_ENDPOINT": fcm.url(),
+        "ENTITLE_NOTIFY_HTTP_TIMEOUT": "5s",
+        "ENTITLE_OUTBOX_BACKOFF_MIN": "100ms",
+        "ENTITLE_OUTBOX_BACKOFF_MAX": "500ms",
+        "ENTITLE_OUTBOX_POLL_INTERVAL": "100ms",
+        "ENTITLE_RATELIMIT_SUBSCRIBER_RATE": "1000",
+        "ENTITLE_RATELIMIT_SUBSCRIBER_BURST": "1000",
+        "ENTITLE_LOG_LEVEL": "info",
+    }
+    return fcm, env
+
+
 def _reachable(uri):
     m = re.match(r"^mongodb://(?:[^@/]*@)?([^:/,?]+):(\d+)", uri)
     if not m:

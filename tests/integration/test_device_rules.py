@@ -14,8 +14,7 @@ device rule created through policyd's admin API that denies VoWiFi for one model
 """
 import pytest
 
-from e2e_support import (FCM_PROJECT, K, OPC, FakeFcm, RunStack, app_ids, wait_for,
-                         write_service_account)
+from e2e_support import K, OPC, RunStack, app_ids, fcm_stack_env, wait_for
 
 IMSI = "001010000000301"
 MSG = "Wi-Fi calling is not supported on the Acme X9 with this software"
@@ -25,20 +24,7 @@ APPS = ("--apps", "ap2003,ap2004,ap2005")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("device-rules")
-    fcm = FakeFcm(None)
-    fcm.rsa_pub = write_service_account(str(tmp / "fcm-sa.json"), fcm).public_key()
-    env = {
-        "ENTITLE_FCM_PROJECT_ID": FCM_PROJECT,
-        "ENTITLE_FCM_CREDENTIALS_FILE": str(tmp / "fcm-sa.json"),
-        "ENTITLE_FCM_ENDPOINT": fcm.url(),
-        "ENTITLE_NOTIFY_HTTP_TIMEOUT": "5s",
-        "ENTITLE_OUTBOX_BACKOFF_MIN": "100ms",
-        "ENTITLE_OUTBOX_BACKOFF_MAX": "500ms",
-        "ENTITLE_OUTBOX_POLL_INTERVAL": "100ms",
-        "ENTITLE_RATELIMIT_SUBSCRIBER_RATE": "1000",
-        "ENTITLE_RATELIMIT_SUBSCRIBER_BURST": "1000",
-        "ENTITLE_LOG_LEVEL": "info",
-    }
+    fcm, env = fcm_stack_env(tmp)
     s = RunStack(tmp, env)
     s.fcm = fcm
     try:

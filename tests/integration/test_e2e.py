@@ -37,8 +37,8 @@ import time
 
 import pytest
 
-from e2e_support import (DAEMONS, K, OPC, FCM_PROJECT, FakeFcm, RunStack, app_ids,
-                         http_get, resolve_mongo, wait_for, with_query, write_service_account)
+from e2e_support import (DAEMONS, K, OPC, RunStack, app_ids, fcm_stack_env, http_get,
+                         resolve_mongo, wait_for, with_query)
 
 BACKENDS = [b for b in os.environ.get("ENTITLE_E2E_BACKEND", "sqlite,mongo").split(",") if b]
 
@@ -53,22 +53,7 @@ US_MSG = "Wi-Fi calling is not available in the United States"
 def stack(request, tmp_path_factory):
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"e2e-{backend}")
-    fcm = FakeFcm(None)
-    fcm.rsa_pub = write_service_account(str(tmp / "fcm-sa.json"), fcm).public_key()
-    env = {
-        "ENTITLE_FCM_PROJECT_ID": FCM_PROJECT,
-        "ENTITLE_FCM_CREDENTIALS_FILE": str(tmp / "fcm-sa.json"),
-        "ENTITLE_FCM_ENDPOINT": fcm.url(),
-        "ENTITLE_NOTIFY_HTTP_TIMEOUT": "5s",
-        "ENTITLE_OUTBOX_BACKOFF_MIN": "100ms",
-        "ENTITLE_OUTBOX_BACKOFF_MAX": "500ms",
-        "ENTITLE_OUTBOX_POLL_INTERVAL": "100ms",
-        # Many requests by one subscriber in a few seconds: lift the per-subscriber limit
-        # (the limiter itself is test_gateway's business).
-        "ENTITLE_RATELIMIT_SUBSCRIBER_RATE": "1000",
-        "ENTITLE_RATELIMIT_SUBSCRIBER_BURST": "1000",
-        "ENTITLE_LOG_LEVEL": "info",
-    }
+    fcm, env = fcm_stack_env(tmp)
     mongo = None
     if backend == "mongo":
         uri, mongo, reason = resolve_mongo(tmp)
