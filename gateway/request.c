@@ -147,17 +147,6 @@ bool gw_utf8_valid(const char *s, size_t len)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 ent_err gw_pct_decode(char *out, size_t cap, const char *s, size_t len, size_t *out_len)
 {
     size_t o = 0;
@@ -166,7 +155,7 @@ ent_err gw_pct_decode(char *out, size_t cap, const char *s, size_t len, size_t *
         if (c == '%') {
             if (i + 2 >= len)
                 return ENT_EINVAL;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            int h = ent_hex_digit(s[i + 1]), l = ent_hex_digit(s[i + 2]);
             if (h < 0 || l < 0)
                 return ENT_EINVAL;
             c = (char)(h * 16 + l);

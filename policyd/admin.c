@@ -261,17 +261,6 @@ struct call {
     size_t n_seg;
 };
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Finds the idx-th value of query parameter `name` (URL-decoded into out). */
 static bool query_get(const struct ent_http_request *r, const char *name, size_t idx, char *out,
                       size_t cap)
@@ -287,9 +276,10 @@ static bool query_get(const struct ent_http_request *r, const char *name, size_t
             if (seen++ == idx) {
                 size_t o = 0;
                 for (const char *c = q + nlen + 1; c < stop && o + 1 < cap; c++) {
-                    if (*c == '%' && c + 2 < stop + 0 + 1 && hexval(c[1]) >= 0 &&
-                        hexval(c[2]) >= 0) {
-                        out[o++] = (char)(hexval(c[1]) * 16 + hexval(c[2]));
+                    int h = *c == '%' && c + 2 < stop ? ent_hex_digit(c[1]) : -1;
+                    int l = h >= 0 ? ent_hex_digit(c[2]) : -1;
+                    if (l >= 0) {
+                        out[o++] = (char)(h * 16 + l);
                         c += 2;
                     } else {
                         out[o++] = *c == '+' ? ' ' : *c;

@@ -183,7 +183,7 @@ void ent_hex_encode(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-static int hex_value(char c)
+int ent_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -199,8 +199,8 @@ ent_err ent_hex_decode(const char *in, uint8_t *out, size_t out_len)
     if (strlen(in) != out_len * 2)
         return ENT_EINVAL;
     for (size_t i = 0; i < out_len; i++) {
-        int hi = hex_value(in[2 * i]);
-        int lo = hex_value(in[2 * i + 1]);
+        int hi = ent_hex_digit(in[2 * i]);
+        int lo = ent_hex_digit(in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return ENT_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);

@@ -11,8 +11,8 @@
 
 #include "ent/err.h"
 
-#define ENT_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-#define ENT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define ENT_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define ENT_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
 
 /* Monotonic milliseconds / nanoseconds, and wall-clock milliseconds since the epoch. */
 uint64_t ent_now_ms(void);
@@ -34,7 +34,8 @@ void ent_buf_reset(struct ent_buf *b);
 ent_err ent_buf_append(struct ent_buf *b, const void *data, size_t len);
 ent_err ent_buf_append_str(struct ent_buf *b, const char *s);
 ent_err ent_buf_append_char(struct ent_buf *b, char c);
-ent_err ent_buf_printf(struct ent_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+ent_err ent_buf_printf(struct ent_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Appends s as the inside of a JSON string (quotes not included). */
 ent_err ent_buf_append_json_escaped(struct ent_buf *b, const char *s, size_t len);
 /* Takes the data out of the buffer; the caller frees it. The buffer is left empty. */
@@ -43,6 +44,8 @@ char *ent_buf_steal(struct ent_buf *b, size_t *len);
 /* Hex: ent_hex_decode accepts upper or lower case and wants exactly out_len*2 digits. */
 void ent_hex_encode(const uint8_t *in, size_t len, char *out /* 2*len+1 */);
 ent_err ent_hex_decode(const char *in, uint8_t *out, size_t out_len);
+/* The value of one hex digit (either case), or -1. */
+int ent_hex_digit(char c);
 
 /* Standard base64 with padding. Decode rejects bad characters and bad padding. */
 size_t ent_base64_encoded_len(size_t len);
