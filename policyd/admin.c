@@ -1464,36 +1464,24 @@ static void route(struct call *c)
             }
             return;
         }
-        static const char *const tails[] = {"location", "tokens", "explain", "devices"};
-        for (size_t i = 0; i < ENT_ARRAY_LEN(tails); i++)
-            if (strcmp(c->seg[2], tails[i]) == 0)
-                snprintf(c->route, sizeof(c->route), "/v1/subscribers/{imsi}/%s", tails[i]);
-        if (c->n_seg == 3 && strcmp(c->seg[2], "location") == 0) {
-            if (is(c, "PUT"))
-                subscriber_location(c);
+        /* /v1/subscribers/{imsi}/<tail>: one method each. */
+        static const struct {
+            const char *tail, *method;
+            void (*handle)(struct call *c);
+        } subroutes[] = {
+            {"location", "PUT", subscriber_location},
+            {"tokens", "DELETE", subscriber_tokens_revoke},
+            {"explain", "GET", subscriber_explain},
+            {"devices", "GET", subscriber_devices},
+        };
+        for (size_t i = 0; c->n_seg == 3 && i < ENT_ARRAY_LEN(subroutes); i++) {
+            if (strcmp(c->seg[2], subroutes[i].tail) != 0)
+                continue;
+            snprintf(c->route, sizeof(c->route), "/v1/subscribers/{imsi}/%s", subroutes[i].tail);
+            if (is(c, subroutes[i].method))
+                subroutes[i].handle(c);
             else
-                method_not_allowed(c, "PUT");
-            return;
-        }
-        if (c->n_seg == 3 && strcmp(c->seg[2], "tokens") == 0) {
-            if (is(c, "DELETE"))
-                subscriber_tokens_revoke(c);
-            else
-                method_not_allowed(c, "DELETE");
-            return;
-        }
-        if (c->n_seg == 3 && strcmp(c->seg[2], "explain") == 0) {
-            if (is(c, "GET"))
-                subscriber_explain(c);
-            else
-                method_not_allowed(c, "GET");
-            return;
-        }
-        if (c->n_seg == 3 && strcmp(c->seg[2], "devices") == 0) {
-            if (is(c, "GET"))
-                subscriber_devices(c);
-            else
-                method_not_allowed(c, "GET");
+                method_not_allowed(c, subroutes[i].method);
             return;
         }
     } else if (c->n_seg <= 2 && strcmp(s0, "plans") == 0) {
