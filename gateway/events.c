@@ -41,16 +41,8 @@ static ent_counter link_changes =
 
 static const char *kind_name(int kind)
 {
-    switch (kind) {
-    case ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER:
-        return "subscriber";
-    case ENTITLE__V1__CHANGE_KIND__CHANGE_TOKENS_REVOKED:
-        return "tokens_revoked";
-    case ENTITLE__V1__CHANGE_KIND__CHANGE_ALL:
-        return "all";
-    default:
-        return "other";
-    }
+    const char *name = ent_bus_change_kind_name(kind);
+    return name ? name : "other";
 }
 
 void gw_events_apply(struct gw *g, int kind, const char *subscriber_id, bool gap)

@@ -25,16 +25,8 @@ uint64_t pd_effective_version(const struct pd_subscriber *s, int64_t generation)
 
 static const char *kind_name(int kind)
 {
-    switch (kind) {
-    case ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER:
-        return "subscriber";
-    case ENTITLE__V1__CHANGE_KIND__CHANGE_TOKENS_REVOKED:
-        return "tokens_revoked";
-    case ENTITLE__V1__CHANGE_KIND__CHANGE_ALL:
-        return "all";
-    default:
-        return "unspecified";
-    }
+    const char *name = ent_bus_change_kind_name(kind);
+    return name ? name : "unspecified";
 }
 
 ent_err pd_events_publish(struct policyd *p, int kind, const char *imsi, uint64_t version,

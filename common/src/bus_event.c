@@ -83,6 +83,20 @@ struct ent_bus_sub_impl {
     size_t n_links, cap_links;
 };
 
+const char *ent_bus_change_kind_name(int kind)
+{
+    switch (kind) {
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_SUBSCRIBER:
+        return "subscriber";
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_TOKENS_REVOKED:
+        return "tokens_revoked";
+    case ENTITLE__V1__CHANGE_KIND__CHANGE_ALL:
+        return "all";
+    default:
+        return NULL;
+    }
+}
+
 /* --- publisher ------------------------------------------------------------------------- */
 
 ent_err ent_bus_pub_init(struct ent_bus_pub *p, const char *listen,

@@ -209,6 +209,10 @@ ent_err ent_bus_sub_init(struct ent_bus_sub *s, uv_loop_t *loop, const char *con
                          size_t n_addrs, const struct ent_bus_tls_cfg *tls, ent_bus_event_cb cb,
                          void *ud);
 
+/* The metric/log name of a change kind ("subscriber", "tokens_revoked", "all"), or NULL for
+ * a kind this build does not know. Any thread. */
+const char *ent_bus_change_kind_name(int kind);
+
 /* Loop thread: a connection to one publisher came up (up) or went down. After `up` the
  * consumer must flush what it cached from announcements: the publisher dropped whatever it
  * published while this connection was missing. */
