@@ -16,11 +16,10 @@ import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from e2e_support import free_port, wait_caches_trusted
+from e2e_support import free_port, http_get, wait_caches_trusted
 
 TOP = os.environ.get("ENTITLE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("ENTITLE_BUILD_DIR", os.path.join(TOP, "build"))
@@ -34,16 +33,6 @@ OPC = "cd63cb71954a9f4e48a5994e37a02baf"
 SUB1 = "001010000000001"
 SUB2 = "001010000000002"
 SUB3 = "001010000000003"
-
-
-def http_get(url, timeout=3):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return 0, ""
 
 
 class Stack:
