@@ -156,11 +156,7 @@ static ent_err ping_until(struct ent_store *st, ent_err want, long limit_ms)
 static void test_mongo_lost_server_recovers_without_reopen(void **state)
 {
     (void)state;
-    const char *bin = getenv("ENTITLE_MONGO_SERVER");
-    if (bin == NULL || access(bin, X_OK) != 0) {
-        printf("skipped: ENTITLE_MONGO_SERVER (the built test server) is not available\n");
-        skip();
-    }
+    const char *bin = getenv("ENTITLE_MONGO_SERVER"); /* main() checked it */
     static struct srv s;
     const char *tmp = getenv("TMPDIR");
     snprintf(s.dir, sizeof(s.dir), "%s/entitle-mongo-XXXXXX", tmp != NULL ? tmp : "/tmp");
@@ -228,7 +224,17 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mongo_bad_uri_and_database),
         cmocka_unit_test(test_mongo_unreachable_server_is_startup_error),
+    };
+    const struct CMUnitTest server_tests[] = {
         cmocka_unit_test(test_mongo_lost_server_recovers_without_reopen),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    /* The server cases need a server this suite starts and kills itself. Without it the
+     * suite says skipped (77), never passed, so CI=true turns it into a failure. */
+    const char *bin = getenv("ENTITLE_MONGO_SERVER");
+    if (bin == NULL || access(bin, X_OK) != 0) {
+        printf("skipped: ENTITLE_MONGO_SERVER (the built test server) is not available\n");
+        return failed ? failed : 77;
+    }
+    return failed + cmocka_run_group_tests(server_tests, NULL, NULL);
 }
